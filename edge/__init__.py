@@ -1,0 +1,1 @@
+"""Edge computing: split DNNs, on-device LLMs, federated learning, deployment."""

@@ -1,0 +1,1 @@
+"""On-device Llama-family LLM runtime."""

@@ -1,0 +1,1 @@
+"""Split-DNN encoders: device-side heads, server-side tails."""

@@ -1,0 +1,1 @@
+"""Gymnasium environments on pybullet, scripted experts and robot drivers."""

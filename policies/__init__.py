@@ -1,0 +1,1 @@
+"""Imitation-learning policies: datasets, BC, ACT, Diffusion Policy, training and evaluation."""
