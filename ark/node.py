@@ -332,8 +332,20 @@ class Node:
         if timers:
             timeout = min(timeout, max(0.0, min(t.next for t in timers) - now))
         ran = 0
-        for sock, _ in self._poller.poll(int(timeout * 1000) if timeout > 0 else 0):
-            self._handlers[sock]()
+        try:
+            ready = self._poller.poll(int(timeout * 1000) if timeout > 0 else 0)
+        except zmq.ZMQError as exc:
+            if self._closed or self._stop.is_set():
+                return 0
+            log.warning("node %s: poll failed (%s); rebuilding", self.name, exc)
+            self._dirty = True
+            return 0
+        for sock, _ in ready:
+            try:
+                self._handlers[sock]()
+            except zmq.ZMQError as exc:  # a socket closed under us: rebuild, never die
+                log.warning("node %s: socket error %s; rebuilding", self.name, exc)
+                self._dirty = True
         for sub in self.subscribers:
             if sub.callback is not None and sub.queue:
                 ran += sub._dispatch()
@@ -428,9 +440,13 @@ class Node:
 
     # -- bookkeeping used by channels ---------------------------------------------------
     def _add_publisher(self, pub: Publisher) -> None:
+        try:
+            self._advertise(pub)
+        except RegistryError:
+            pub.socket.close(0)
+            raise
         with self._lock:
             self.publishers.append(pub)
-        self._advertise(pub)
         self._dirty = True
         self._wake()
 
@@ -439,30 +455,29 @@ class Node:
             "unadvertise", node=self.id, topic=pub.topic, endpoints=pub.endpoints))
 
     def _add_subscriber(self, sub: Subscriber) -> None:
-        with self._lock:
-            self.subscribers.append(sub)
+        # Ask the registry first: a refused subscription must never reach the executor's poller.
         try:
             self._subscribe(sub)
         except RegistryError:
-            with self._lock:
-                self.subscribers.remove(sub)
             sub._close_sockets()
             raise
+        with self._lock:
+            self.subscribers.append(sub)
+        self._dirty = True
+        self._wake()
 
     def _remove_subscriber(self, sub: Subscriber) -> None:
         self._remove(self.subscribers, sub, lambda: self.registry.request(
             "unadvertise", node=self.id, topic=sub.topic, endpoints=None))
 
     def _add_service(self, srv: ServiceServer) -> None:
-        with self._lock:
-            self.services.append(srv)
         try:
             self._advertise_service(srv)
         except RegistryError:
-            with self._lock:
-                self.services.remove(srv)
             srv.socket.close(0)
             raise
+        with self._lock:
+            self.services.append(srv)
         self._dirty = True
         self._wake()
 
