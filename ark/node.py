@@ -26,6 +26,7 @@ import signal
 import threading
 import time
 import uuid
+import weakref
 from typing import Any, Callable
 
 import zmq
@@ -71,6 +72,15 @@ class Timer:
 
     def cancel(self) -> None:
         self.cancelled = True
+
+
+_live: "weakref.WeakSet[Node]" = weakref.WeakSet()
+
+
+def shutdown_all() -> None:
+    """Shut down every node of this process that is still running (tests, interpreter exit)."""
+    for node in list(_live):
+        node.shutdown()
 
 
 class Node:
@@ -121,6 +131,7 @@ class Node:
                 f"no registry at {self.config.registry} (start one with `ark registry`, or set ARK_REGISTRY)") from None
         self._hb_thread = threading.Thread(target=self._heartbeat_loop, name=f"ark-hb-{name}", daemon=True)
         self._hb_thread.start()
+        _live.add(self)
         self.service(f"{self.name}/param", Parameter, Parameter, self._param_service)
 
     # -- channels ----------------------------------------------------------------------
@@ -407,6 +418,7 @@ class Node:
         if self._closed:
             return
         self._closed = True
+        _live.discard(self)
         self._stop.set()
         if self._hb_thread.is_alive() and self._hb_thread is not threading.current_thread():
             self._hb_thread.join(timeout=2)

@@ -12,6 +12,7 @@ from typing import Callable
 import pytest
 
 from ark.config import ArkConfig
+from ark.node import shutdown_all
 from ark.registry import stop_embedded
 
 
@@ -27,6 +28,7 @@ def cfg(tmp_path: Path) -> ArkConfig:
     ipc = Path("/tmp") / f"ark-test-{os.getpid()}-{free_port()}"  # short: ipc paths are limited to ~100 chars
     c = ArkConfig(registry=f"tcp://127.0.0.1:{free_port()}", ipc_dir=ipc, heartbeat_s=0.05, stale_after_s=0.6)
     yield c
+    shutdown_all()  # a node left running would keep heartbeating (and could revive a registry)
     stop_embedded()
 
 
