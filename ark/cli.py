@@ -297,7 +297,9 @@ def cmd_record(args: argparse.Namespace) -> int:
     if not args.topics and not args.all:
         raise ArkError("name the topics to record, or pass -a for all")
     stats = record(args.output, args.topics, config=_client_config(args), duration=args.duration, all_topics=args.all)
-    err.print(f"wrote {args.output}: {stats}")
+    per_topic = ", ".join(f"{t} {n}" for t, n in sorted(stats.topics.items())) or "no topics"
+    err.print(f"wrote {args.output}: {stats.messages} messages, {stats.bytes / 1e6:.1f} MB in {stats.duration_s:.1f} s "
+              f"({per_topic}; {stats.dropped} dropped)", highlight=False, soft_wrap=True)
     return 0
 
 
@@ -305,7 +307,8 @@ def cmd_play(args: argparse.Namespace) -> int:
     from ark.record import play
 
     stats = play(args.file, config=_client_config(args), rate=args.rate, loop=args.loop, topics=args.topics or None)
-    err.print(f"played {args.file}: {stats}")
+    err.print(f"played {args.file}: {stats.messages} messages on {len(stats.topics)} topic(s) in "
+              f"{stats.duration_s:.1f} s ({stats.loops} pass(es), {stats.skipped} skipped)", highlight=False, soft_wrap=True)
     return 0
 
 
