@@ -8,6 +8,8 @@
     ark record -o run.mcap TOPIC...   record topics to MCAP
     ark play run.mcap                 replay a recording
     ark keys DIR NAME                 make a CurveZMQ keypair
+    ark collect --env ID --episodes N --out DIR    record demonstrations
+    ark dataset info|validate|merge|export|import  inspect and convert datasets
 
 User mistakes end in one line on stderr and exit status 2, never a traceback.
 """
@@ -398,6 +400,10 @@ def build_parser() -> argparse.ArgumentParser:
     k.set_defaults(fn=cmd_keys)
 
     sub.add_parser("schemas", help="list message schemas").set_defaults(fn=cmd_schemas)
+
+    from policies.collect import add_collect_cli  # light: imports nothing heavy until run
+
+    add_collect_cli(sub)
     return p
 
 

@@ -35,7 +35,7 @@ from ark import config as ark_config
 from ark.channel import Publisher, Subscriber
 from ark.config import ArkConfig
 from ark.errors import ArkError, RegistryError, RegistryUnreachable
-from ark.messages import Parameter, schema_of
+from ark.messages import Parameter
 from ark.registry import RegistryClient, ensure_registry, host_id
 from ark.security import Security
 from ark.service import ServiceClient, ServiceServer
