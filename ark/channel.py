@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ark.channel")
 
+# Plain ints for the per-message calls: pyzmq's enum members cost a Python-level __and__/__hash__.
+_NOBLOCK, _SNDMORE, _EVENTS, _POLLIN = int(zmq.NOBLOCK), int(zmq.SNDMORE), int(zmq.EVENTS), int(zmq.POLLIN)
+
 
 @dataclass
 class RawMessage:
@@ -87,7 +90,7 @@ class Publisher:
         with self._lock:
             self.seq += 1
             frames = encode(self._topic_b, msg, self.seq, time.time_ns(), self.node.id)
-            self._send(frames)
+            self._send(frames, encoded=True)
 
     def publish_raw(self, header: dict, buffers: Sequence[Any], stamp_ns: int | None = None) -> None:
         """Send an already-encoded message (header map and buffers), re-sequenced as this publisher's."""
@@ -98,8 +101,17 @@ class Publisher:
             h = dict(header, q=self.seq, p=self.node.id, t=stamp_ns if stamp_ns is not None else time.time_ns())
             self._send([self._topic_b, msgpack.packb(h, use_bin_type=True), *buffers])
 
-    def _send(self, frames: list) -> None:
-        self.socket.send_multipart(frames, copy=False)
+    def _send(self, frames: list, encoded: bool = False) -> None:
+        if encoded:
+            # encode() made these (bytes and memoryviews only): send them frame by frame with
+            # int flags; send_multipart re-checks each frame and ORs IntFlag members per frame.
+            send = self.socket.send
+            last = len(frames) - 1
+            for i in range(last):
+                send(frames[i], _SNDMORE, copy=False)
+            send(frames[last], 0, copy=False)
+        else:
+            self.socket.send_multipart(frames, copy=False)
         self.published += 1
         if self.latched:
             self._last = frames
@@ -207,11 +219,21 @@ class Subscriber:
         """Move everything the socket holds into the bounded queue; returns messages taken."""
         n = 0
         limit = self.node.config.max_message_bytes
+        sock = self.socket
         while True:
+            # ZMQ_EVENTS says when the socket is empty: cheaper than a raised zmq.Again.
+            if n and not sock.getsockopt(_EVENTS) & _POLLIN:
+                return n
             try:
-                frames = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
+                frame = sock.recv(_NOBLOCK, copy=False)
             except zmq.Again:
                 return n
+            # Frame by frame: each Frame carries its RCVMORE flag, which saves recv_multipart's
+            # getsockopt per frame. The parts of a message arrive together (ZeroMQ is atomic).
+            frames = [frame]
+            while frame.more:
+                frame = sock.recv(_NOBLOCK, copy=False)
+                frames.append(frame)
             n += 1
             try:
                 if self.schema_info is None:
@@ -259,7 +281,8 @@ class Subscriber:
             except Exception:
                 self.callback_errors += 1
                 log.exception("%s: callback raised (node %s keeps running)", self.topic, self.node.name)
-            self._drain()  # keep the transport's queue short while callbacks are slow
+            if budget:  # more to run: keep the transport's queue short while callbacks are slow
+                self._drain()  # (after the last one, the executor's next poll drains anyway)
         return ran
 
     # -- user side ------------------------------------------------------------------
@@ -301,8 +324,9 @@ class Subscriber:
 
 def _takes_two(fn: Callable) -> bool:
     try:
+        # Parameters with defaults don't count: ``lambda m, t=topic: ...`` takes one argument.
         params = [p for p in inspect.signature(fn).parameters.values()
-                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty]
     except (TypeError, ValueError):
         return False
     return len(params) >= 2
