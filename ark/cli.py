@@ -10,6 +10,8 @@
     ark keys DIR NAME                 make a CurveZMQ keypair
     ark collect --env ID --episodes N --out DIR    record demonstrations
     ark dataset info|validate|merge|export|import  inspect and convert datasets
+    ark ros bridge configs/ros_bridge.yaml         bridge topics to a ROS 2 graph (DDS)
+    ark ros export run.mcap --format rosbag2 OUT   convert a recording to a rosbag2
 
 User mistakes end in one line on stderr and exit status 2, never a traceback.
 """
@@ -404,6 +406,10 @@ def build_parser() -> argparse.ArgumentParser:
     from policies.collect import add_collect_cli  # light: imports nothing heavy until run
 
     add_collect_cli(sub)
+
+    from bridge_ros.cli import add_ros_cli
+
+    add_ros_cli(sub)
     return p
 
 
