@@ -34,8 +34,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ark.channel")
 
-# Plain ints for the per-message calls: pyzmq's enum members cost a Python-level __and__/__hash__.
-_NOBLOCK, _SNDMORE, _EVENTS, _POLLIN = int(zmq.NOBLOCK), int(zmq.SNDMORE), int(zmq.EVENTS), int(zmq.POLLIN)
+# Plain ints for the per-message calls: pyzmq's enum members cost Python-level enum code.
+_NOBLOCK, _SNDMORE, _POLLIN = int(zmq.NOBLOCK), int(zmq.SNDMORE), int(zmq.POLLIN)
 
 
 @dataclass
@@ -83,13 +83,17 @@ class Publisher:
         self.socket = sock
         node._add_publisher(self)
 
-    def publish(self, msg: Any) -> None:
-        """Send ``msg``; raises SchemaError (locally) if it does not match the topic's schema."""
+    def publish(self, msg: Any, stamp_ns: int | None = None) -> None:
+        """Send ``msg`` stamped now (or ``stamp_ns``, e.g. a sensor's capture time).
+
+        Raises SchemaError (locally) if it does not match the topic's schema.
+        """
         if self.schema_info is not None and getattr(msg, "__ark_schema__", None) is not self.schema_info:
             raise SchemaError(f"{self.topic} carries {self.schema_name}, not {type(msg).__name__}")
         with self._lock:
             self.seq += 1
-            frames = encode(self._topic_b, msg, self.seq, time.time_ns(), self.node.id)
+            frames = encode(self._topic_b, msg, self.seq, time.time_ns() if stamp_ns is None else stamp_ns,
+                            self.node.id)
             self._send(frames, encoded=True)
 
     def publish_raw(self, header: dict, buffers: Sequence[Any], stamp_ns: int | None = None) -> None:
@@ -215,14 +219,19 @@ class Subscriber:
         self.monitor.close(0)
         self.socket.close(0)
 
-    def _drain(self) -> int:
-        """Move everything the socket holds into the bounded queue; returns messages taken."""
+    def _drain(self, check_first: bool = False) -> int:
+        """Move everything the socket holds into the bounded queue; returns messages taken.
+
+        The executor calls it when its poll found the socket readable; ``check_first`` is for
+        callers that do not know (between callbacks).
+        """
         n = 0
         limit = self.node.config.max_message_bytes
         sock = self.socket
         while True:
-            # ZMQ_EVENTS says when the socket is empty: cheaper than a raised zmq.Again.
-            if n and not sock.getsockopt(_EVENTS) & _POLLIN:
+            # A zero-timeout poll says when the socket is empty: cheaper than a raised zmq.Again,
+            # and than getsockopt(EVENTS), which converts the option to an enum on every call.
+            if (n or check_first) and not zmq.zmq_poll([(sock, _POLLIN)], 0):
                 return n
             try:
                 frame = sock.recv(_NOBLOCK, copy=False)
@@ -282,7 +291,7 @@ class Subscriber:
                 self.callback_errors += 1
                 log.exception("%s: callback raised (node %s keeps running)", self.topic, self.node.name)
             if budget:  # more to run: keep the transport's queue short while callbacks are slow
-                self._drain()  # (after the last one, the executor's next poll drains anyway)
+                self._drain(check_first=True)  # (after the last one, the next poll drains anyway)
         return ran
 
     # -- user side ------------------------------------------------------------------

@@ -25,12 +25,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import msgpack
-
 from ark.config import ArkConfig
 from ark.errors import ArkError
 from ark.node import Node
-from ark.wire import MessageInfo, encode
+from ark.wire import MessageInfo
 from bridge_ros.cdr import CdrError, RosTypes
 from bridge_ros.config import BridgeConfig, Route, load_bridge_config
 
@@ -80,8 +78,7 @@ def make_backend(name: str, config: BridgeConfig, types: RosTypes) -> Any:
 
 def publish_stamped(pub: Any, msg: Any, stamp_ns: int) -> None:
     """Publish ``msg`` on an Ark publisher with ``stamp_ns`` as its publisher stamp (not now)."""
-    frames = encode(b"", msg, 0, stamp_ns, "")  # validates msg against its schema
-    pub.publish_raw(msgpack.unpackb(frames[1], raw=False), frames[2:], stamp_ns=stamp_ns)
+    pub.publish(msg, stamp_ns=stamp_ns)
 
 
 class Bridge:
