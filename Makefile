@@ -22,6 +22,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/pubsub.py
+	$(BIN)/python benchmarks/envs.py
+	$(BIN)/python benchmarks/dataset.py
+	$(BIN)/python benchmarks/ros_bridge.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -251,6 +251,8 @@ class ArkEnv(gym.Env[dict, np.ndarray]):
 
 def f32(*parts: Any) -> np.ndarray:
     """Concatenate numbers/arrays into one float32 vector (observations are float32)."""
+    if len(parts) == 1:  # the common case, on every step: one copy, no concatenate
+        return np.array(parts[0], dtype=np.float32, ndmin=1).reshape(-1)
     return np.concatenate([np.atleast_1d(np.asarray(p, dtype=np.float64)) for p in parts]).astype(np.float32)
 
 

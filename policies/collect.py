@@ -236,6 +236,8 @@ def collect(env_id: str, episodes: int, out: str | Path, policy: str | Callable 
         extra = dict(image_kwargs) if image_kwargs is not None else (
             dict(ARK_IMAGE_KWARGS) if env_id.startswith("ark/") else dict(RENDER_IMAGE_KWARGS))
         kwargs.update(extra)
+    if env_id.startswith("ark/"):
+        import envs  # noqa: F401  (registers the ark/ environments on gymnasium 1.x)
     try:
         env = gym.make(env_id, **kwargs)
     except gym.error.Error as exc:
