@@ -3,7 +3,7 @@
 A publisher binds its own socket (``ipc://`` for peers on this host, ``tcp://`` for others)
 and advertises both endpoints; a subscriber connects to every publisher of its topic that
 the registry names. Large arrays are sent zero-copy: do not modify an array in place after
-publishing it. Received arrays are read-only views of the received frames.
+publishing it. Received arrays are views of the received frames (each subscriber owns its own).
 
 Per subscription there is a bounded queue (oldest dropped), an optional latest-only mode
 and drop accounting: queue overflow plus gaps in the publishers' sequence numbers. Below

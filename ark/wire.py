@@ -10,7 +10,7 @@ before it is used, and any inconsistency raises :class:`DecodeError`.
 
 from __future__ import annotations
 
-import math
+import threading
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -21,6 +21,12 @@ from ark.errors import DecodeError, SchemaError
 from ark.messages import ALLOWED_DTYPES, SchemaInfo, lookup_schema, schema_of
 
 HEADER_LIMIT = 1 << 20  # a header above 1 MiB is malformed by construction
+
+# Per-dtype lookups computed once (the keys are exactly ALLOWED_DTYPES, so a miss is a refusal).
+_ITEMSIZE = {s: np.dtype(s).itemsize for s in ALLOWED_DTYPES}
+_NP_DTYPE = {s: np.dtype(s) for s in ALLOWED_DTYPES}
+_HEADER_TYPES = (("s", str), ("v", int), ("q", int), ("t", int), ("p", str), ("f", dict), ("a", list))
+_tls = threading.local()  # one reusable msgpack Packer per thread (packb builds a new one per call)
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,11 @@ class MessageInfo:
 
 def _as_bytes_view(arr: np.ndarray) -> memoryview:
     """A flat byte view of a C-contiguous little-endian array (no copy when already so)."""
+    if arr.dtype.byteorder != ">":
+        try:
+            return memoryview(arr).cast("B")  # fast path: C-contiguous, non-empty
+        except (TypeError, ValueError):
+            pass
     if arr.dtype.byteorder == ">":
         arr = arr.astype(arr.dtype.newbyteorder("<"))
     arr = np.ascontiguousarray(arr)
@@ -54,11 +65,11 @@ def encode(topic: bytes, msg: Any, seq: int, stamp_ns: int, source: str, extra: 
         if not isinstance(arr, np.ndarray):
             arr = np.asarray(arr, dtype=spec.dtype)
         spec.check(info.name, name, arr)
-        if arr.dtype.str.replace(">", "<") not in ALLOWED_DTYPES:
+        dstr = arr.dtype.str.replace(">", "<")
+        if dstr not in ALLOWED_DTYPES:
             raise SchemaError(f"{info.name}.{name}: dtype {arr.dtype} cannot be sent")
-        view = _as_bytes_view(arr)
-        arrays.append([name, None, arr.dtype.str.replace(">", "<"), list(arr.shape)])
-        buffers.append(view)
+        arrays.append([name, None, dstr, list(arr.shape)])
+        buffers.append(_as_bytes_view(arr))
     for name in info.dict_array_fields:
         mapping = getattr(msg, name)
         if not isinstance(mapping, dict):
@@ -81,7 +92,11 @@ def encode(topic: bytes, msg: Any, seq: int, stamp_ns: int, source: str, extra: 
     if extra:
         header.update(extra)
     try:
-        packed = msgpack.packb(header, use_bin_type=True)
+        packer = _tls.packer
+    except AttributeError:
+        packer = _tls.packer = msgpack.Packer(use_bin_type=True)
+    try:
+        packed = packer.pack(header)  # same bytes as msgpack.packb(header, use_bin_type=True)
     except (TypeError, ValueError) as exc:
         raise SchemaError(f"{info.name}: a field value cannot be encoded ({exc})") from None
     return [topic, packed, *buffers]
@@ -95,8 +110,15 @@ def decode_header(frames: Sequence[Any], max_bytes: int | None = None) -> tuple[
     """Validate the envelope of a received message: its header dict, buffers and total size."""
     if len(frames) < 2:
         raise DecodeError(f"malformed message: {len(frames)} frame(s), need at least 2")
-    bufs = [memoryview(_frame_bytes(f)) for f in frames]
-    total = sum(b.nbytes for b in bufs)
+    bufs = []
+    for f in frames:
+        try:
+            bufs.append(memoryview(f))  # zmq.Frame, bytes, ...: straight to the buffer protocol
+        except TypeError:
+            bufs.append(memoryview(_frame_bytes(f)))
+    total = 0
+    for b in bufs:
+        total += b.nbytes
     if max_bytes is not None and total > max_bytes:
         raise DecodeError(f"oversized message: {total} bytes > limit {max_bytes}")
     if bufs[1].nbytes > HEADER_LIMIT:
@@ -107,30 +129,64 @@ def decode_header(frames: Sequence[Any], max_bytes: int | None = None) -> tuple[
         raise DecodeError(f"malformed header: {type(exc).__name__}") from None
     if not isinstance(header, dict):
         raise DecodeError("malformed header: not a map")
-    for key, tp in (("s", str), ("v", int), ("q", int), ("t", int), ("p", str), ("f", dict), ("a", list)):
-        if not isinstance(header.get(key), tp):
-            raise DecodeError(f"malformed header: field {key!r} missing or not {tp.__name__}")
-    if len(header["a"]) != len(bufs) - 2:
-        raise DecodeError(f"truncated message: header lists {len(header['a'])} buffers, got {len(bufs) - 2}")
-    for entry, buf in zip(header["a"], bufs[2:]):
+    get = header.get
+    if not (isinstance(get("s"), str) and isinstance(get("v"), int) and isinstance(get("q"), int)
+            and isinstance(get("t"), int) and isinstance(get("p"), str) and isinstance(get("f"), dict)
+            and isinstance(get("a"), list)):
+        for key, tp in _HEADER_TYPES:  # slow path: name the first offending field
+            if not isinstance(get(key), tp):
+                raise DecodeError(f"malformed header: field {key!r} missing or not {tp.__name__}")
+    entries = header["a"]
+    if len(entries) != len(bufs) - 2:
+        raise DecodeError(f"truncated message: header lists {len(entries)} buffers, got {len(bufs) - 2}")
+    for i, entry in enumerate(entries):
         if not (isinstance(entry, list) and len(entry) == 4 and isinstance(entry[0], str)
                 and (entry[1] is None or isinstance(entry[1], str)) and isinstance(entry[2], str)
-                and isinstance(entry[3], list) and all(isinstance(d, int) and d >= 0 for d in entry[3])):
+                and isinstance(entry[3], list)):
             raise DecodeError("malformed header: bad array entry")
-        if entry[2] not in ALLOWED_DTYPES:
+        shape = entry[3]
+        count = 1
+        for d in shape:
+            if not (isinstance(d, int) and d >= 0):
+                raise DecodeError("malformed header: bad array entry")
+            count *= d
+        itemsize = _ITEMSIZE.get(entry[2])
+        if itemsize is None:
             raise DecodeError(f"malformed header: dtype {entry[2]!r} not allowed")
-        need = math.prod(entry[3]) * np.dtype(entry[2]).itemsize
+        need = count * itemsize
+        buf = bufs[i + 2]
         if need != buf.nbytes:
-            raise DecodeError(f"truncated buffer for {entry[0]}: {buf.nbytes} bytes, shape {tuple(entry[3])} {entry[2]} needs {need}")
+            raise DecodeError(f"truncated buffer for {entry[0]}: {buf.nbytes} bytes, shape {tuple(shape)} {entry[2]} needs {need}")
     return header, bufs[2:], total
 
 
 def arrays_from(header: dict, buffers: Sequence[memoryview]) -> list[tuple[str, str | None, np.ndarray]]:
-    """Zero-copy arrays over the received buffers (read-only), as (field, key, array)."""
+    """Zero-copy arrays over the received buffers, as (field, key, array)."""
     return [
         (name, key, np.frombuffer(buf, dtype=np.dtype(dtype)).reshape(shape))
         for (name, key, dtype, shape), buf in zip(header["a"], buffers)
     ]
+
+
+_SPECS: dict[int, tuple[SchemaInfo, dict]] = {}
+
+
+def _message_info(topic: str, schema: str, version: int, seq: int, stamp_ns: int, source: str,
+                  nbytes: int) -> MessageInfo:
+    """``MessageInfo(...)``, the same object, minus the frozen dataclass's seven object.__setattr__ calls."""
+    info = object.__new__(MessageInfo)
+    d = info.__dict__
+    d["topic"], d["schema"], d["version"], d["seq"] = topic, schema, version, seq
+    d["stamp_ns"], d["source"], d["nbytes"] = stamp_ns, source, nbytes
+    return info
+
+
+def _array_specs(info: SchemaInfo) -> dict:
+    """``dict(info.array_fields)``, built once per schema (keyed by identity; the entry keeps it alive)."""
+    hit = _SPECS.get(id(info))
+    if hit is None or hit[0] is not info:
+        hit = _SPECS[id(info)] = (info, dict(info.array_fields))
+    return hit[1]
 
 
 def decode(frames: Sequence[Any], expected: SchemaInfo | None = None, max_bytes: int | None = None) -> tuple[Any, MessageInfo]:
@@ -153,8 +209,11 @@ def decode(frames: Sequence[Any], expected: SchemaInfo | None = None, max_bytes:
         kwargs[name] = fields[name]
     for name in expected.dict_array_fields:
         kwargs[name] = {}
-    specs = dict(expected.array_fields)
-    for name, key, arr in arrays_from(header, buffers):
+    specs = _array_specs(expected)
+    for (name, key, dtype, shape), buf in zip(header["a"], buffers):
+        # Zero-copy view over the frame; equals np.frombuffer(buf, dtype).reshape(shape) (the
+        # size was checked in decode_header) in one call instead of two.
+        arr = np.ndarray(shape, _NP_DTYPE[dtype], buf)
         if key is None and name in specs:
             try:
                 specs[name].check(expected.name, name, arr)
@@ -172,5 +231,8 @@ def decode(frames: Sequence[Any], expected: SchemaInfo | None = None, max_bytes:
         msg = expected.cls(**kwargs)
     except (SchemaError, TypeError, ValueError) as exc:
         raise DecodeError(f"{expected.name}: {exc}") from None
-    topic = bytes(_frame_bytes(frames[0])).decode("utf-8", "replace")
-    return msg, MessageInfo(topic, header["s"], header["v"], header["q"], header["t"], header["p"], total)
+    try:
+        topic = bytes(frames[0]).decode("utf-8", "replace")
+    except TypeError:
+        topic = bytes(_frame_bytes(frames[0])).decode("utf-8", "replace")
+    return msg, _message_info(topic, header["s"], header["v"], header["q"], header["t"], header["p"], total)
