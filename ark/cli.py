@@ -10,6 +10,9 @@
     ark keys DIR NAME                 make a CurveZMQ keypair
     ark collect --env ID --episodes N --out DIR    record demonstrations
     ark dataset info|validate|merge|export|import  inspect and convert datasets
+    ark train --policy act --data DIR --out DIR    train a policy (resumable)
+    ark eval --policy DIR --env ID --episodes N    success rate with a 95 % interval
+    ark export --policy DIR --format onnx          ONNX export with a parity check
     ark ros bridge configs/ros_bridge.yaml         bridge topics to a ROS 2 graph (DDS)
     ark ros export run.mcap --format rosbag2 OUT   convert a recording to a rosbag2
 
@@ -406,6 +409,10 @@ def build_parser() -> argparse.ArgumentParser:
     from policies.collect import add_collect_cli  # light: imports nothing heavy until run
 
     add_collect_cli(sub)
+
+    from policies.cli import add_policy_cli
+
+    add_policy_cli(sub)
 
     from bridge_ros.cli import add_ros_cli
 
