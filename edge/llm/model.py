@@ -1,0 +1,348 @@
+"""A Llama-family decoder built from a GGUF file's metadata.
+
+RMSNorm, rotary position embeddings with the file's base, grouped-query attention with a
+KV cache, SwiGLU feed-forward, and an output head tied to the token embedding when the file
+has no ``output.weight``. Batch size is one (an edge device answers one request at a time).
+
+Rotary embeddings rotate *adjacent pairs* (x[2i], x[2i+1]): llama.cpp's converter permutes
+the Q and K rows of Hugging Face checkpoints into that order, so GGUF weights need no
+un-permuting here (the same convention as gpt-fast and Meta's reference code).
+
+    f = GGUFFile(default_model_path())
+    model = Transformer.from_gguf(f, mode="gguf")     # or "float", "int8", "int4"
+    model.setup_cache(512)
+    logits = model(torch.tensor([1, 2, 3]), start_pos=0)   # [3, vocab]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edge.llm.errors import ContextOverflowError, UnsupportedModelError
+from edge.llm.quantize import QuantWeight, float_tensor, from_gguf, fuse_rows, quantize_weight
+
+if TYPE_CHECKING:
+    from edge.llm.gguf_reader import GGUFFile
+
+LLAMA_FAMILY = ("llama",)
+
+
+@dataclass
+class ModelArgs:
+    """Shape of a Llama-family model, read from GGUF metadata (``<arch>.*`` keys)."""
+
+    n_layer: int
+    dim: int
+    n_head: int
+    n_kv_head: int
+    ffn_dim: int
+    vocab_size: int
+    context_length: int
+    rope_base: float = 10000.0
+    norm_eps: float = 1e-5
+    head_dim: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.head_dim:
+            self.head_dim = self.dim // self.n_head
+        if self.n_head % self.n_kv_head:
+            raise UnsupportedModelError(f"{self.n_head} query heads are not a multiple of {self.n_kv_head} KV heads")
+
+    @classmethod
+    def from_gguf(cls, f: "GGUFFile") -> "ModelArgs":
+        arch = f.get("general.architecture")
+        if arch not in LLAMA_FAMILY:
+            raise UnsupportedModelError(f"{f.path.name}: architecture {arch!r} is not Llama-family "
+                                        f"(supported: {', '.join(LLAMA_FAMILY)})")
+
+        def need(key: str) -> int | float:
+            value = f.get(f"{arch}.{key}")
+            if value is None:
+                raise UnsupportedModelError(f"{f.path.name}: metadata key {arch}.{key} is missing")
+            return value
+
+        n_head = int(need("attention.head_count"))
+        dim = int(need("embedding_length"))
+        head_dim = int(f.get(f"{arch}.attention.key_length") or dim // n_head)
+        rope_dim = int(f.get(f"{arch}.rope.dimension_count") or head_dim)
+        if rope_dim != head_dim:
+            raise UnsupportedModelError(f"{f.path.name}: partial rotary ({rope_dim} of {head_dim} dims) is not supported")
+        vocab = f.get(f"{arch}.vocab_size") or len(f.get("tokenizer.ggml.tokens") or ()) or f.tensors["token_embd.weight"].shape[0]
+        return cls(
+            n_layer=int(need("block_count")),
+            dim=dim,
+            n_head=n_head,
+            n_kv_head=int(f.get(f"{arch}.attention.head_count_kv") or n_head),
+            ffn_dim=int(need("feed_forward_length")),
+            vocab_size=int(vocab),
+            context_length=int(need("context_length")),
+            rope_base=float(f.get(f"{arch}.rope.freq_base") or 10000.0),
+            norm_eps=float(f.get(f"{arch}.attention.layer_norm_rms_epsilon") or 1e-5),
+            head_dim=head_dim,
+        )
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, weight: torch.Tensor, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.register_buffer("weight", weight.to(torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+class KVCache(nn.Module):
+    """Keys and values of past positions, [1, n_kv_head, max_seq_len, head_dim] each."""
+
+    def __init__(self, max_seq_len: int, n_kv_head: int, head_dim: int) -> None:
+        super().__init__()
+        self.max_seq_len = max_seq_len
+        shape = (1, n_kv_head, max_seq_len, head_dim)
+        self.register_buffer("k", torch.zeros(shape), persistent=False)
+        self.register_buffer("v", torch.zeros(shape), persistent=False)
+
+    def update(self, start: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        end = start + k.shape[2]
+        self.k[:, :, start:end] = k
+        self.v[:, :, start:end] = v
+        return self.k[:, :, :end], self.v[:, :, :end]
+
+
+def rope_tables(head_dim: int, base: float, length: int, freq_factors: torch.Tensor | None = None) -> torch.Tensor:
+    """cos/sin of every position and pair, [length, head_dim // 2, 2]."""
+    freqs = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
+    if freq_factors is not None:
+        freqs = freqs / freq_factors.to(torch.float64)
+    angles = torch.outer(torch.arange(length, dtype=torch.float64), freqs)
+    return torch.stack((angles.cos(), angles.sin()), dim=-1).to(torch.float32)
+
+
+def apply_rope(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """Rotate adjacent pairs of x [1, T, H, D] by table [T, D/2, 2]."""
+    xp = x.reshape(*x.shape[:-1], -1, 2)
+    t = table.unsqueeze(1)  # [T, 1, D/2, 2] broadcasts over heads
+    cos, sin = t[..., 0], t[..., 1]
+    out = torch.stack((xp[..., 0] * cos - xp[..., 1] * sin, xp[..., 1] * cos + xp[..., 0] * sin), dim=-1)
+    return out.flatten(-2)
+
+
+class Attention(nn.Module):
+    """Grouped-query attention; ``n_head``/``n_kv_head`` are this module's share (all of them unless sharded).
+
+    Q, K and V are one fused weight (``wqkv``, as in gpt-fast): one dequantising matmul instead of three.
+    """
+
+    def __init__(self, wq: QuantWeight, wk: QuantWeight, wv: QuantWeight, wo: QuantWeight, head_dim: int) -> None:
+        super().__init__()
+        self.head_dim = head_dim
+        self.n_head = wq.out_features // head_dim
+        self.n_kv_head = wk.out_features // head_dim
+        self.wqkv = fuse_rows([wq, wk, wv])
+        self.wo = wo
+        self.kv_cache: KVCache | None = None
+
+    def forward(self, x: torch.Tensor, rope: torch.Tensor, start: int) -> torch.Tensor:
+        _, t, _ = x.shape
+        hd = self.head_dim
+        q, k, v = self.wqkv(x).split([self.n_head * hd, self.n_kv_head * hd, self.n_kv_head * hd], dim=-1)
+        q = apply_rope(q.view(1, t, self.n_head, hd), rope).transpose(1, 2)
+        k = apply_rope(k.view(1, t, self.n_kv_head, hd), rope).transpose(1, 2)
+        v = v.reshape(1, t, self.n_kv_head, hd).transpose(1, 2)
+        assert self.kv_cache is not None, "call setup_cache() first"
+        if isinstance(start, torch.Tensor):  # static-shape decode (torch.compile): whole cache, masked
+            cache = self.kv_cache
+            cache.k.index_copy_(2, start.view(1), k)
+            cache.v.index_copy_(2, start.view(1), v)
+            mask = (torch.arange(cache.max_seq_len) <= start).view(1, 1, 1, -1)
+            y = F.scaled_dot_product_attention(q, cache.k, cache.v, attn_mask=mask,
+                                               enable_gqa=self.n_head != self.n_kv_head)
+            return self.wo(y.transpose(1, 2).reshape(1, t, self.n_head * hd))
+        k, v = self.kv_cache.update(start, k, v)
+        if t == 1:
+            mask, causal = None, False
+        elif start == 0:
+            mask, causal = None, True
+        else:  # a chunk of prompt after earlier positions: attend to all of them plus causally within
+            pos = torch.arange(start, start + t).unsqueeze(1)
+            mask, causal = torch.arange(start + t).unsqueeze(0) <= pos, False
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
+                                           enable_gqa=self.n_head != self.n_kv_head)
+        return self.wo(y.transpose(1, 2).reshape(1, t, self.n_head * hd))
+
+
+class FeedForward(nn.Module):
+    """SwiGLU: w2(silu(w1 x) * w3 x), with w1 = ffn_gate, w3 = ffn_up (fused into ``w13``), w2 = ffn_down."""
+
+    def __init__(self, w1: QuantWeight, w3: QuantWeight, w2: QuantWeight) -> None:
+        super().__init__()
+        self.hidden = w1.out_features
+        self.w13 = fuse_rows([w1, w3])
+        self.w2 = w2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.w13(x).split(self.hidden, dim=-1)
+        return self.w2(F.silu(gate) * up)
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, attention: Attention, feed_forward: FeedForward, attention_norm: RMSNorm, ffn_norm: RMSNorm) -> None:
+        super().__init__()
+        self.attention, self.feed_forward = attention, feed_forward
+        self.attention_norm, self.ffn_norm = attention_norm, ffn_norm
+
+    def forward(self, x: torch.Tensor, rope: torch.Tensor, start: int) -> torch.Tensor:
+        h = x + self.attention(self.attention_norm(x), rope, start)
+        return h + self.feed_forward(self.ffn_norm(h))
+
+
+def block_tensor_names(i: int) -> dict[str, str]:
+    """GGUF tensor names of block ``i`` by role."""
+    p = f"blk.{i}."
+    return {"attn_norm": p + "attn_norm.weight", "wq": p + "attn_q.weight", "wk": p + "attn_k.weight",
+            "wv": p + "attn_v.weight", "wo": p + "attn_output.weight", "ffn_norm": p + "ffn_norm.weight",
+            "w1": p + "ffn_gate.weight", "w3": p + "ffn_up.weight", "w2": p + "ffn_down.weight"}
+
+
+def build_block(f: "GGUFFile", i: int, args: ModelArgs, mode: str = "gguf", group_size: int = 32,
+                read: Callable[[str], object] | None = None) -> TransformerBlock:
+    """Block ``i`` with its weights read from ``f`` (or ``read(name)``) and stored in ``mode``."""
+    names = block_tensor_names(i)
+    read = read or f.read
+    for name in names.values():
+        if name not in f.tensors:
+            raise UnsupportedModelError(f"{f.path.name}: tensor {name} is missing (not a Llama-family layout)")
+
+    def w(role: str) -> QuantWeight:
+        info = f.check_type(names[role])
+        return quantize_weight(from_gguf(info.ggml_type, read(names[role]), info.shape), mode, group_size)
+
+    def norm(role: str) -> RMSNorm:
+        info = f.check_type(names[role])
+        return RMSNorm(float_tensor(info.ggml_type, read(names[role])), args.norm_eps)
+
+    attn = Attention(w("wq"), w("wk"), w("wv"), w("wo"), args.head_dim)
+    return TransformerBlock(attn, FeedForward(w("w1"), w("w3"), w("w2")), norm("attn_norm"), norm("ffn_norm"))
+
+
+class Transformer(nn.Module):
+    """The decoder. ``forward(tokens, start_pos)`` -> logits of the given positions (or the last)."""
+
+    def __init__(self, args: ModelArgs, tok_embeddings: QuantWeight, layers: list[TransformerBlock | None],
+                 norm: RMSNorm, output: QuantWeight, rope_freq_factors: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.args = args
+        self.tok_embeddings = tok_embeddings
+        self.layers = nn.ModuleList([m if m is not None else nn.Identity() for m in layers])
+        self.norm = norm
+        self.output = output
+        self.rope_freq_factors = rope_freq_factors
+        self.rope = torch.empty(0)
+        self.max_seq_len = 0
+        # Set by stream.LayerStreamer: supplies layer i's block when weights are not resident.
+        self.layer_source: Callable[[int], TransformerBlock] | None = None
+        self.layer_done: Callable[[int], None] | None = None
+        self.caches: list[KVCache] = []
+
+    @classmethod
+    def from_gguf(cls, f: "GGUFFile", mode: str = "gguf", group_size: int = 32, load_layers: bool = True) -> "Transformer":
+        """Build the model from a GGUF file; ``load_layers=False`` leaves blocks to a streamer."""
+        args = ModelArgs.from_gguf(f)
+        if "token_embd.weight" not in f.tensors:
+            raise UnsupportedModelError(f"{f.path.name}: tensor token_embd.weight is missing")
+        # 4-bit embeddings and head cost a small model its answers (SmolLM2 at int4 stops naming
+        # Paris): like llama.cpp's Q4 files, int4 mode keeps them at 8 bits.
+        head_mode = "int8" if mode == "int4" else mode
+        info = f.check_type("token_embd.weight")
+        emb = quantize_weight(from_gguf(info.ggml_type, f.read(info.name), info.shape), head_mode, group_size)
+        if "output.weight" in f.tensors:
+            oinfo = f.check_type("output.weight")
+            output = quantize_weight(from_gguf(oinfo.ggml_type, f.read(oinfo.name), oinfo.shape), head_mode, group_size)
+        else:
+            output = emb  # tied embeddings: one copy serves lookup and head
+        ninfo = f.check_type("output_norm.weight")
+        norm = RMSNorm(float_tensor(ninfo.ggml_type, f.read(ninfo.name)), args.norm_eps)
+        factors = None
+        if "rope_freqs.weight" in f.tensors:
+            finfo = f.check_type("rope_freqs.weight")
+            factors = float_tensor(finfo.ggml_type, f.read(finfo.name))
+        layers = [build_block(f, i, args, mode, group_size) if load_layers else None for i in range(args.n_layer)]
+        return cls(args, emb, layers, norm, output, factors)
+
+    def setup_cache(self, max_seq_len: int) -> None:
+        """Allocate (or re-allocate) KV caches for ``max_seq_len`` positions; forgets past positions."""
+        max_seq_len = max(max_seq_len, getattr(self, "static_cache_len", 0))
+        if max_seq_len > self.args.context_length:
+            raise ContextOverflowError(f"{max_seq_len} positions exceed the model's context of {self.args.context_length}")
+        a = self.args
+        kv_heads = [blk.attention.n_kv_head if isinstance(blk, TransformerBlock) else a.n_kv_head for blk in self.layers]
+        self.caches = [KVCache(max_seq_len, h, a.head_dim) for h in kv_heads]
+        for blk, cache in zip(self.layers, self.caches):
+            if isinstance(blk, TransformerBlock):
+                blk.attention.kv_cache = cache
+        self.rope = rope_tables(a.head_dim, a.rope_base, max_seq_len, self.rope_freq_factors)
+        self.max_seq_len = max_seq_len
+
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.tok_embeddings.dequantize_rows(tokens).unsqueeze(0)
+
+    def forward_layers(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        """Run every block over hidden states x [1, T, dim] at positions start..start+T-1."""
+        t = x.shape[1]
+        if start + t > self.max_seq_len:
+            raise ContextOverflowError(f"position {start + t} exceeds the KV cache of {self.max_seq_len} "
+                                       f"(model context {self.args.context_length})")
+        rope = self.rope[start:start + t]
+        for i, blk in enumerate(self.layers):
+            if self.layer_source is not None:
+                blk = self.layer_source(i)
+                blk.attention.kv_cache = self.caches[i]
+            x = blk(x, rope, start)
+            if self.layer_done is not None:
+                blk = None  # a streamed block is released before the next one is awaited
+                self.layer_done(i)
+        return x
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.output(self.norm(x))
+
+    def decode_static(self, token: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """Logits after one token at position ``pos`` (a 0-d tensor): shapes never change with the
+        position, so ``torch.compile`` traces it once (gpt-fast's decode_one_token)."""
+        x = self.embed(token)
+        rope = self.rope.index_select(0, pos.view(1))  # a 0-d index would read the position's value
+        for blk in self.layers:
+            x = blk(x, rope, pos)
+        return self.head(x)[0, -1]
+
+    def compile_decode(self, cache_len: int = 1024) -> None:
+        """Decode through ``torch.compile`` (Inductor fuses the dequantising matmuls' elementwise
+        work). The first token pays the compilation (about 90 s for SmolLM2 on 2 cores); the
+        KV cache is fixed at ``cache_len`` positions so that the graph never recompiles."""
+        if self.layer_source is not None:
+            raise UnsupportedModelError("torch.compile decoding needs resident layers (not --max-memory)")
+        self.static_cache_len = min(cache_len, self.args.context_length)
+        self.decode_fn = torch.compile(self.decode_static, dynamic=False, fullgraph=True)
+
+    @torch.inference_mode()
+    def forward(self, tokens: torch.Tensor, start_pos: int = 0, last_only: bool = True) -> torch.Tensor:
+        x = self.forward_layers(self.embed(tokens), start_pos)
+        if last_only:
+            x = x[:, -1:]
+        return self.head(x)[0]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of weights held in memory (tied weights counted once; KV caches excluded)."""
+        seen, total = set(), 0
+        for name, buf in self.named_buffers():
+            if "kv_cache" in name or name.startswith("caches") or id(buf) in seen:
+                continue
+            seen.add(id(buf))
+            total += buf.numel() * buf.element_size()
+        return total

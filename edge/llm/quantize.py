@@ -1,0 +1,396 @@
+"""Weights kept in low-bit form in memory, with matmuls that dequantise on the fly.
+
+Every weight is a small ``nn.Module`` with the same three members:
+
+    w(x)                     x @ W.T, dequantising W block by block (a few MB at a time)
+    w.dequantize_rows(rows)  float32 rows of W (a slice or a LongTensor; embeddings use it)
+    w.nbytes                 bytes held in memory
+
+Formats (``K`` = input features):
+
+========== ============================== ==================================================
+class      bytes per 32 weights            value
+========== ============================== ==================================================
+Float      128 (float32)                   w
+Q8_0       34  (fp16 d, 32 x int8 q)       d * q                          (GGUF block)
+Q4_0       18  (fp16 d, 16 bytes of nibbles) d * (q - 8)                  (GGUF block)
+Q4_1       20  (fp16 d, fp16 m, nibbles)   d * q + m                      (GGUF block)
+Int8       32 + 4/K per row (int8, fp32 s) s_row * q        per-channel, from float
+Int4       16 + 4 per group (fp16 s, z)    s_g * q + z_g    group-wise, from float
+========== ============================== ==================================================
+
+GGUF blocks are read straight from the file (``from_gguf``); ``quantize_weight`` turns any
+weight into float, int8 or 4-bit. The dequantising matmul is plain PyTorch: on a GPU the
+kernels in ``ark/kernels`` take over (separate issue); here the point is that only one
+chunk of a weight is ever float at a time.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edge.llm.errors import UnsupportedQuantError
+
+# Rows are dequantised this many weights at a time: big enough to amortise Python overhead,
+# small enough to stay in the L2 cache of a small CPU.
+CHUNK_ELEMENTS = 1 << 21
+
+MODES = ("gguf", "float", "int8", "int4")
+
+
+class QuantWeight(nn.Module):
+    """Base class: a [out_features, in_features] weight whose rows are dequantised on demand."""
+
+    out_features: int
+    in_features: int
+
+    def dequantize_rows(self, rows: slice | torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def dequantize(self) -> torch.Tensor:
+        """The whole weight as float32 (for reference paths and re-quantisation)."""
+        return self.dequantize_rows(slice(0, self.out_features))
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.buffers())
+
+    def matmul_rows(self, x: torch.Tensor, r0: int, r1: int) -> torch.Tensor:
+        """x [M, K] @ W[r0:r1].T; subclasses with a cheaper route than full dequantisation override it."""
+        return x @ self.dequantize_rows(slice(r0, r1)).t()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, k = self.out_features, self.in_features
+        rows = x.numel() // k
+        x2 = self.prepare_input(x.reshape(rows, k))
+        step = max(1, CHUNK_ELEMENTS // k)
+        if step >= n:
+            return self.matmul_rows(x2, 0, n).view(*x.shape[:-1], n)
+        out = x.new_empty(rows, n)
+        for r0 in range(0, n, step):
+            r1 = min(n, r0 + step)
+            out[:, r0:r1] = self.matmul_rows(x2, r0, r1)
+        return out.view(*x.shape[:-1], n)
+
+    def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Reorder x once per call to suit matmul_rows (identity unless overridden)."""
+        return x
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features} -> {self.out_features}"
+
+
+class FloatWeight(QuantWeight):
+    """A float32 weight: the reference path."""
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        super().__init__()
+        self.out_features, self.in_features = weight.shape
+        self.register_buffer("weight", weight.to(torch.float32).contiguous())
+
+    def dequantize_rows(self, rows: slice | torch.Tensor) -> torch.Tensor:
+        return self.weight[rows]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight)
+
+
+class GGUFBlockWeight(QuantWeight):
+    """A GGUF block type read straight from the file's bytes and kept at the file's size.
+
+    The blocks are split once into contiguous planes (fp16 scales [rows, blocks], quants
+    [rows, blocks, ...]): strided views into the interleaved blocks would save that copy but
+    make every dequantisation several times slower.
+    """
+
+    ggml_type = ""
+    block_bytes = 0
+
+    def __init__(self, raw: np.ndarray, shape: tuple[int, int]) -> None:
+        super().__init__()
+        self.out_features, self.in_features = shape
+        self._raw = np.ascontiguousarray(raw).reshape(shape[0], -1, self.block_bytes)
+        self.register_buffer("d", self._plane(0, 2).view(torch.float16)[..., 0])
+
+    def _plane(self, start: int, stop: int) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(self._raw[..., start:stop]))
+
+
+class Q8_0Weight(GGUFBlockWeight):
+    """GGUF Q8_0: blocks of 32 int8 with one fp16 scale."""
+
+    ggml_type, block_bytes = "Q8_0", 34
+
+    def __init__(self, raw: np.ndarray, shape: tuple[int, int]) -> None:
+        super().__init__(raw, shape)
+        self.register_buffer("qs", self._plane(2, 34).view(torch.int8))
+        del self._raw
+
+    def dequantize_rows(self, rows: slice | torch.Tensor) -> torch.Tensor:
+        q = self.qs[rows]
+        return (q.to(torch.float32) * self.d[rows].to(torch.float32).unsqueeze(-1)).reshape(q.shape[0], -1)
+
+
+def _nibbles(qs: torch.Tensor) -> torch.Tensor:
+    """GGUF Q4 order: weights 0..15 are the low nibbles of bytes 0..15, weights 16..31 the high ones."""
+    return torch.cat((qs & 0x0F, qs >> 4), dim=-1)
+
+
+def _split_halves(x: torch.Tensor, group: int) -> torch.Tensor:
+    """x [M, K] -> [2, M, K/2] (the first and second half of every group, matching Q4's nibble
+    planes) plus, in a third row of width K/group, each group's sum (for the offset term)."""
+    m = x.shape[0]
+    g = x.view(m, -1, 2, group // 2)
+    halves = g.permute(2, 0, 1, 3).reshape(2, m, -1)
+    sums = g.sum(dim=(2, 3))
+    return halves, sums
+
+
+def _q4_matmul(xh: tuple[torch.Tensor, torch.Tensor], qs: torch.Tensor, d: torch.Tensor, m: torch.Tensor | None,
+               offset: float) -> torch.Tensor:
+    """x @ W.T for 4-bit groups with W = d * (q - offset) + m, without assembling W.
+
+    The low and high nibble planes are scaled separately (no concatenation) and multiplied
+    by the matching halves of x; the per-group constant (m - offset * d) multiplies the
+    group sums of x in one small matmul instead of being added to every weight.
+    """
+    halves, sums = xh
+    n = qs.shape[0]
+    if halves.shape[1] == 1 and torch.compiler.is_compiling():
+        return _q4_matvec_fused(halves, sums, qs, d, m, offset)
+    d32 = d.to(torch.float32)
+    d3 = d32.unsqueeze(-1)
+    const = m.to(torch.float32) if m is not None else None
+    if offset:
+        const = -offset * d32 if const is None else const - offset * d32
+    out = sums @ const.t() if const is not None else None
+    for plane, xp in ((qs & 0x0F, halves[0]), (qs >> 4, halves[1])):
+        w = plane.to(torch.float32).mul_(d3).view(n, -1)
+        out = xp @ w.t() if out is None else out.addmm_(xp, w.t())
+    assert out is not None
+    return out
+
+
+def _q4_matvec_fused(halves: torch.Tensor, sums: torch.Tensor, qs: torch.Tensor, d: torch.Tensor,
+                     m: torch.Tensor | None, offset: float) -> torch.Tensor:
+    """One token's x @ W.T written as a reduction, for torch.compile: Inductor turns it into one
+    loop over the 4-bit bytes that never materialises W in float."""
+    n, nb, half = qs.shape
+    xl = halves[0].view(1, nb, half)
+    xh = halves[1].view(1, nb, half)
+    dots = ((qs & 0x0F).to(torch.float32) * xl).sum(-1) + ((qs >> 4).to(torch.float32) * xh).sum(-1)  # [n, nb]
+    const = m.to(torch.float32) if m is not None else torch.zeros_like(d, dtype=torch.float32)
+    if offset:
+        const = const - offset * d.to(torch.float32)
+    return ((dots * d.to(torch.float32)).sum(-1) + (const * sums.view(1, nb)).sum(-1)).view(1, n)
+
+
+class Q4_0Weight(GGUFBlockWeight):
+    """GGUF Q4_0: blocks of 32 unsigned nibbles with one fp16 scale; value d * (q - 8)."""
+
+    ggml_type, block_bytes = "Q4_0", 18
+
+    def __init__(self, raw: np.ndarray, shape: tuple[int, int]) -> None:
+        super().__init__(raw, shape)
+        self.register_buffer("qs", self._plane(2, 18))
+        del self._raw
+
+    def dequantize_rows(self, rows: slice | torch.Tensor) -> torch.Tensor:
+        q = _nibbles(self.qs[rows]).to(torch.float32) - 8.0
+        return (q * self.d[rows].to(torch.float32).unsqueeze(-1)).reshape(q.shape[0], -1)
+
+    def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
+        return _split_halves(x, 32)
+
+    def matmul_rows(self, x: torch.Tensor, r0: int, r1: int) -> torch.Tensor:
+        return _q4_matmul(x, self.qs[r0:r1], self.d[r0:r1], None, 8.0)
+
+
+class Q4_1Weight(GGUFBlockWeight):
+    """GGUF Q4_1: blocks of 32 unsigned nibbles with fp16 scale d and minimum m; value d * q + m."""
+
+    ggml_type, block_bytes = "Q4_1", 20
+
+    def __init__(self, raw: np.ndarray, shape: tuple[int, int]) -> None:
+        super().__init__(raw, shape)
+        self.register_buffer("m", self._plane(2, 4).view(torch.float16)[..., 0])
+        self.register_buffer("qs", self._plane(4, 20))
+        del self._raw
+
+    def dequantize_rows(self, rows: slice | torch.Tensor) -> torch.Tensor:
+        q = _nibbles(self.qs[rows]).to(torch.float32)
+        d = self.d[rows].to(torch.float32).unsqueeze(-1)
+        m = self.m[rows].to(torch.float32).unsqueeze(-1)
+        return (q * d + m).reshape(q.shape[0], -1)
+
+    def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
+        return _split_halves(x, 32)
+
+    def matmul_rows(self, x: torch.Tensor, r0: int, r1: int) -> torch.Tensor:
+        return _q4_matmul(x, self.qs[r0:r1], self.d[r0:r1], self.m[r0:r1], 0.0)
+
+
+class Int8Weight(QuantWeight):
+    """Symmetric int8 with one float32 scale per output channel (row)."""
+
+    def __init__(self, q: torch.Tensor, scale: torch.Tensor) -> None:
+        super().__init__()
+        self.out_features, self.in_features = q.shape
+        self.register_buffer("q", q.to(torch.int8).contiguous())
+        self.register_buffer("scale", scale.to(torch.float32).contiguous())
+
+    @classmethod
+    def from_float(cls, w: torch.Tensor) -> "Int8Weight":
+        scale = w.abs().amax(dim=1).clamp(min=1e-12) / 127.0
+        q = torch.round(w / scale[:, None]).clamp(-127, 127)
+        return cls(q, scale)
+
+    def dequantize_rows(self, rows: slice | torch.Tensor) -> torch.Tensor:
+        return self.q[rows].to(torch.float32) * self.scale[rows].unsqueeze(-1)
+
+
+class Int4Weight(QuantWeight):
+    """Asymmetric 4-bit, group-wise along the input dimension: value s_g * q + z_g, two weights a byte.
+
+    Packed like GGUF's Q4 blocks: byte j of a group holds weight j (low nibble) and weight
+    j + group_size/2 (high nibble), so the same split-plane matmul serves both.
+    """
+
+    def __init__(self, packed: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, group_size: int) -> None:
+        super().__init__()
+        self.out_features = packed.shape[0]
+        self.in_features = packed.shape[1] * packed.shape[2] * 2
+        self.group_size = group_size
+        self.register_buffer("packed", packed.contiguous())  # [N, K/g, g/2] uint8
+        self.register_buffer("scale", scale.to(torch.float16).contiguous())  # [N, K/g]
+        self.register_buffer("zero", zero.to(torch.float16).contiguous())
+
+    @classmethod
+    def from_float(cls, w: torch.Tensor, group_size: int = 32) -> "Int4Weight":
+        n, k = w.shape
+        if k % group_size or group_size % 2:
+            raise UnsupportedQuantError(f"int4: in_features {k} is not a multiple of group size {group_size}")
+        g = w.to(torch.float32).reshape(n, k // group_size, group_size)
+        lo, hi = g.amin(-1), g.amax(-1)
+        scale = ((hi - lo) / 15.0).to(torch.float16)
+        zero = lo.to(torch.float16)
+        s = scale.to(torch.float32).clamp(min=1e-8).unsqueeze(-1)
+        q = torch.round((g - zero.to(torch.float32).unsqueeze(-1)) / s).clamp(0, 15).to(torch.uint8)
+        half = group_size // 2
+        packed = q[..., :half] | (q[..., half:] << 4)
+        return cls(packed, scale, zero, group_size)
+
+    def dequantize_rows(self, rows: slice | torch.Tensor) -> torch.Tensor:
+        q = _nibbles(self.packed[rows]).to(torch.float32)
+        w = q * self.scale[rows].to(torch.float32).unsqueeze(-1) + self.zero[rows].to(torch.float32).unsqueeze(-1)
+        return w.reshape(q.shape[0], -1)
+
+    def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
+        return _split_halves(x, self.group_size)
+
+    def matmul_rows(self, x: torch.Tensor, r0: int, r1: int) -> torch.Tensor:
+        return _q4_matmul(x, self.packed[r0:r1], self.scale[r0:r1], self.zero[r0:r1], 0.0)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features} -> {self.out_features}, group_size={self.group_size}"
+
+
+GGUF_WEIGHTS: dict[str, type[GGUFBlockWeight]] = {"Q8_0": Q8_0Weight, "Q4_0": Q4_0Weight, "Q4_1": Q4_1Weight}
+
+
+class StackedWeight(QuantWeight):
+    """Weights of different formats answering as one: their outputs side by side."""
+
+    def __init__(self, parts: list[QuantWeight]) -> None:
+        super().__init__()
+        self.parts = nn.ModuleList(parts)
+        self.out_features = sum(p.out_features for p in parts)
+        self.in_features = parts[0].in_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([p(x) for p in self.parts], dim=-1)
+
+    def dequantize_rows(self, rows: slice | torch.Tensor) -> torch.Tensor:
+        return torch.cat([p.dequantize() for p in self.parts])[rows]
+
+
+def fuse_rows(weights: list[QuantWeight]) -> QuantWeight:
+    """One weight whose rows are ``weights``' rows in order (fused QKV / gate+up: fewer, bigger matmuls).
+
+    Weights of one class concatenate their buffers; mixed formats fall back to StackedWeight.
+    """
+    first = weights[0]
+    same = all(type(w) is type(first) and w.in_features == first.in_features
+               and getattr(w, "group_size", None) == getattr(first, "group_size", None) for w in weights)
+    if len(weights) == 1:
+        return first
+    if not same or isinstance(first, StackedWeight):
+        return StackedWeight(weights)
+    fused = type(first).__new__(type(first))
+    nn.Module.__init__(fused)
+    for key, value in vars(first).items():
+        if not key.startswith("_"):
+            setattr(fused, key, value)
+    for name in first._buffers:
+        fused.register_buffer(name, torch.cat([w._buffers[name] for w in weights]))
+    fused.out_features = sum(w.out_features for w in weights)
+    return fused
+
+
+def from_gguf(ggml_type: str, raw: np.ndarray, shape: tuple[int, ...]) -> QuantWeight:
+    """A weight module over a tensor's bytes as read from a GGUF file (block types stay quantised)."""
+    if len(shape) != 2:
+        raise UnsupportedQuantError(f"expected a 2-D weight, got shape {shape}")
+    if ggml_type in GGUF_WEIGHTS:
+        return GGUF_WEIGHTS[ggml_type](raw, (int(shape[0]), int(shape[1])))
+    return FloatWeight(float_tensor(ggml_type, raw))
+
+
+def float_tensor(ggml_type: str, raw: np.ndarray) -> torch.Tensor:
+    """A float32 tensor from an F32/F16/BF16 array as read from a GGUF file."""
+    if ggml_type == "F32":
+        return torch.from_numpy(np.array(raw, dtype=np.float32))
+    if ggml_type == "F16":
+        return torch.from_numpy(raw.astype(np.float32))
+    if ggml_type == "BF16":
+        return (torch.from_numpy(raw.astype(np.int32)) << 16).view(torch.float32)
+    raise UnsupportedQuantError(f"expected a float tensor, got {ggml_type}")
+
+
+def quantize_weight(w: QuantWeight, mode: str, group_size: int = 32) -> QuantWeight:
+    """``w`` in another in-memory format: ``gguf`` (as read), ``float``, ``int8`` or ``int4``."""
+    if mode == "gguf":
+        return w
+    if mode == "float":
+        return w if isinstance(w, FloatWeight) else FloatWeight(w.dequantize())
+    if mode in ("int8", "int4"):
+        quant = Int8Weight.from_float if mode == "int8" else (lambda x: Int4Weight.from_float(x, group_size))
+        # Row chunks: the float copy of a 49k-row embedding alone would be 113 MB (and its temporaries more).
+        step = max(1, CHUNK_ELEMENTS // w.in_features)
+        return fuse_rows([quant(w.dequantize_rows(slice(r, min(r + step, w.out_features))))
+                          for r in range(0, w.out_features, step)])
+    raise UnsupportedQuantError(f"unknown weight mode {mode!r}; choose one of {', '.join(MODES)}")
+
+
+def gguf_slice(raw: np.ndarray, ggml_type: str, shape: tuple[int, int], rows: slice = slice(None),
+               cols: slice = slice(None)) -> tuple[np.ndarray, tuple[int, int]]:
+    """Cut a sub-matrix out of a GGUF tensor's bytes without dequantising (tensor parallelism).
+
+    Column bounds must fall on block boundaries (32 for the block types).
+    """
+    from edge.llm.gguf_reader import SUPPORTED_TYPES
+
+    n, k = shape
+    block, nbytes = SUPPORTED_TYPES[ggml_type]
+    r0, r1, _ = rows.indices(n)
+    c0, c1, _ = cols.indices(k)
+    if c0 % block or c1 % block:
+        raise UnsupportedQuantError(f"column split {c0}:{c1} is not on {ggml_type}'s {block}-wide blocks")
+    if block == 1:
+        full = raw.reshape(n, k)
+        return np.ascontiguousarray(full[r0:r1, c0:c1]), (r1 - r0, c1 - c0)
+    b = raw.reshape(n, k // block, nbytes)
+    return np.ascontiguousarray(b[r0:r1, c0 // block:c1 // block]).reshape(r1 - r0, -1), (r1 - r0, c1 - c0)
