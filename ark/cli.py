@@ -15,6 +15,7 @@
     ark export --policy DIR --format onnx          ONNX export with a parity check
     ark ros bridge configs/ros_bridge.yaml         bridge topics to a ROS 2 graph (DDS)
     ark ros export run.mcap --format rosbag2 OUT   convert a recording to a rosbag2
+    ark llm chat|bench|serve                       the on-device LLM runtime
 
 User mistakes end in one line on stderr and exit status 2, never a traceback.
 """
@@ -417,6 +418,10 @@ def build_parser() -> argparse.ArgumentParser:
     from bridge_ros.cli import add_ros_cli
 
     add_ros_cli(sub)
+
+    from edge.llm.cli import add_llm_cli
+
+    add_llm_cli(sub)
     return p
 
 
