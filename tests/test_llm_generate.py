@@ -112,3 +112,16 @@ def test_int8_and_int4_models_still_answer(mode: str, llm: LLM) -> None:
     q = LLM.load(mode=mode)
     assert q.model.nbytes < (160e6 if mode == "int8" else 110e6)
     assert "Paris" in q.chat(QUESTION, max_new_tokens=10)
+
+
+def test_static_decode_path_matches_dynamic_decode(llm: LLM) -> None:
+    """The fixed-shape decode that torch.compile traces (whole cache, position as a tensor),
+    run eagerly here (compiling takes minutes): same greedy tokens as the normal decode."""
+    prompt = llm.chat_prompt([{"role": "user", "content": "Name three colours."}])
+    want = llm.greedy_ids(prompt, 10)
+    m = llm.model
+    m.static_cache_len, m.decode_fn = 128, m.decode_static
+    try:
+        assert llm.greedy_ids(prompt, 10) == want
+    finally:
+        del m.static_cache_len, m.decode_fn

@@ -73,9 +73,12 @@ def measure(llm: LLM, prompt_tokens: int = 128, new_tokens: int = 128, name: str
     """Generate ``new_tokens`` (ignoring end-of-text) after a ``prompt_tokens`` prompt, and time it."""
     ids = bench_prompt(llm.tokenizer, prompt_tokens)
     params = SamplingParams(max_new_tokens=new_tokens)
-    if warmup:  # first calls allocate caches and pick kernels; not what a user sees per request
+    warmup_s = 0.0
+    if warmup:  # first calls allocate caches, pick kernels (and compile); not what a user sees per request
+        t0 = time.perf_counter()
         for _ in generate_tokens(llm.model, ids[:8], SamplingParams(max_new_tokens=2), set()):
             pass
+        warmup_s = time.perf_counter() - t0
     rapl = _Rapl()
     e0 = rapl.read()
     stats = GenerationStats()
@@ -83,7 +86,7 @@ def measure(llm: LLM, prompt_tokens: int = 128, new_tokens: int = 128, name: str
         pass
     e1 = rapl.read()
     weights = getattr(llm.model, "weight_bytes", None) or llm.model.nbytes
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {"warmup_s": warmup_s}
     if hasattr(llm.model, "streamer"):
         extra["stream"] = llm.model.streamer.stats()
     if hasattr(llm.model, "comm"):

@@ -33,6 +33,8 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tp-allreduce", choices=["star", "ring"], default="star")
     g.add_argument("--tp-timeout", type=float, default=30.0, metavar="S", help="seconds to wait for a peer")
     g.add_argument("--threads", type=int, help="torch threads (default: torch's choice; per process with --tp)")
+    g.add_argument("--compile", action="store_true",
+                   help="decode through torch.compile (about 2x faster after ~1.5 min of compiling)")
 
 
 def _sampling_args(p: argparse.ArgumentParser) -> None:
@@ -55,7 +57,8 @@ def _load_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         except ValueError:
             raise LLMError(f"--tp-ratios {args.tp_ratios!r}: expected numbers separated by commas") from None
     return dict(path=args.model, mode=args.mode, group_size=args.group_size, max_memory=args.max_memory, tp=args.tp,
-                tp_ratios=ratios, tp_allreduce=args.tp_allreduce, tp_timeout=args.tp_timeout, threads=args.threads)
+                tp_ratios=ratios, tp_allreduce=args.tp_allreduce, tp_timeout=args.tp_timeout, threads=args.threads,
+                compile=args.compile)
 
 
 def _load(args: argparse.Namespace) -> Any:

@@ -39,46 +39,46 @@ DIGITS = frozenset("0123456789")
 
 # -- grammar nodes -------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class Node:
+class GrammarNode:
     """A regular language over characters."""
 
 
 @dataclass(frozen=True)
-class Lit(Node):
+class Lit(GrammarNode):
     text: str
 
 
 @dataclass(frozen=True)
-class Chars(Node):
+class Chars(GrammarNode):
     chars: frozenset
 
 
 @dataclass(frozen=True)
-class Seq(Node):
+class Seq(GrammarNode):
     parts: tuple
 
 
 @dataclass(frozen=True)
-class Alt(Node):
+class Alt(GrammarNode):
     options: tuple
 
 
 @dataclass(frozen=True)
-class Repeat(Node):
-    node: Node
+class Repeat(GrammarNode):
+    node: GrammarNode
     lo: int
     hi: int
 
 
-def seq(*parts: Node) -> Node:
+def seq(*parts: GrammarNode) -> GrammarNode:
     return Seq(tuple(parts))
 
 
-def alt(*options: Node) -> Node:
+def alt(*options: GrammarNode) -> GrammarNode:
     return Alt(tuple(options))
 
 
-def choice(words: Sequence[str]) -> Node:
+def choice(words: Sequence[str]) -> GrammarNode:
     """Exactly one of ``words``."""
     return Alt(tuple(Lit(w) for w in words))
 
@@ -94,7 +94,7 @@ def _json_value_ok(schema: dict, value: Any) -> bool:
     return t is None or (t in checks and checks[t](value))
 
 
-def schema_to_grammar(schema: Any, where: str = "$") -> Node:
+def schema_to_grammar(schema: Any, where: str = "$") -> GrammarNode:
     """The grammar of compact JSON texts valid under ``schema``; ConstraintError if unsupported or empty."""
     if not isinstance(schema, dict):
         raise ConstraintError(f"schema at {where}: expected an object, got {type(schema).__name__}")
@@ -124,7 +124,7 @@ def schema_to_grammar(schema: Any, where: str = "$") -> Node:
             raise ConstraintError(f"schema at {where} cannot be satisfied here: required propert"
                                   f"{'y' if len(missing) == 1 else 'ies'} {', '.join(missing)} "
                                   "without a schema in 'properties'")
-        parts: list[Node] = [Lit("{")]
+        parts: list[GrammarNode] = [Lit("{")]
         for i, (name, sub) in enumerate(props.items()):
             parts.append(Lit(("," if i else "") + json.dumps(name) + ":"))
             parts.append(schema_to_grammar(sub, f"{where}/{name}"))
@@ -167,7 +167,7 @@ def schema_to_grammar(schema: Any, where: str = "$") -> Node:
 class Automaton:
     """A character automaton for a grammar: ``start``, ``step(state, char)``, ``accepting(state)``."""
 
-    def __init__(self, grammar: Node) -> None:
+    def __init__(self, grammar: GrammarNode) -> None:
         self.eps: list[list[int]] = []
         self.edges: list[list[tuple[frozenset, int]]] = []
         start, self.final = self._build(grammar)
@@ -181,7 +181,7 @@ class Automaton:
         self.edges.append([])
         return len(self.eps) - 1
 
-    def _build(self, n: Node) -> tuple[int, int]:
+    def _build(self, n: GrammarNode) -> tuple[int, int]:
         s, e = self._new(), self._new()
         if isinstance(n, Lit):
             cur = s
@@ -293,7 +293,7 @@ _VOCABS: dict[int, _Vocab] = {}
 class FiniteStateConstraint:
     """Allows only tokens that keep the output inside ``grammar``; stop tokens once it is complete."""
 
-    def __init__(self, grammar: Node | Automaton, tokenizer: "Tokenizer") -> None:
+    def __init__(self, grammar: GrammarNode | Automaton, tokenizer: "Tokenizer") -> None:
         self.fsm = grammar if isinstance(grammar, Automaton) else Automaton(grammar)
         self.tokenizer = tokenizer
         key = id(tokenizer)
