@@ -274,7 +274,7 @@ def collect(env_id: str, episodes: int, out: str | Path, policy: str | Callable 
         if append and out.exists():
             ds = Dataset.open(out)
             _check_compatible(ds, features, rate, use_render, env_id)
-        with _Progress(progress, env_id, episodes) as bar:
+        with EpisodeProgress(progress, env_id, episodes) as bar:
             for k in range(episodes):
                 ep_seed = seed + k
                 obs, step_info = env.reset(seed=ep_seed)
@@ -319,7 +319,7 @@ def collect(env_id: str, episodes: int, out: str | Path, policy: str | Callable 
                     if success is not None:
                         result.reported += 1
                         result.successes += int(bool(success))
-                bar.advance(result)
+                bar.advance(result.successes, result.reported)
     except KeyboardInterrupt:
         result.interrupted = True
         log.warning("interrupted: kept %d complete episode(s) in %s", result.episodes, out)
@@ -348,14 +348,17 @@ def _jsonable(value: Any) -> Any:
         return repr(value)
 
 
-class _Progress:
-    """Episode progress bar with the success rate so far (rich, on stderr), or nothing."""
+class EpisodeProgress:
+    """Episode progress bar with the success rate so far (rich, on stderr), or nothing.
+
+    Shared by ``collect`` and ``policies.evaluate``.
+    """
 
     def __init__(self, enabled: bool, label: str, total: int):
         self.enabled, self.label, self.total = enabled, label, total
         self._bar = self._task = None
 
-    def __enter__(self) -> "_Progress":
+    def __enter__(self) -> "EpisodeProgress":
         if self.enabled:
             from rich.console import Console
             from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
@@ -368,10 +371,10 @@ class _Progress:
             self._task = self._bar.add_task(self.label, total=self.total, success="success n/a")
         return self
 
-    def advance(self, result: CollectResult) -> None:
+    def advance(self, successes: int, reported: int) -> None:
+        """One more episode; ``successes`` of the ``reported`` episodes so far succeeded."""
         if self._bar is not None:
-            rate = result.success_rate
-            text = "success n/a" if rate is None else f"success {100 * rate:.0f}% ({result.successes}/{result.reported})"
+            text = f"success {100 * successes / reported:.0f}% ({successes}/{reported})" if reported else "success n/a"
             self._bar.update(self._task, advance=1, success=text)
 
     def __exit__(self, *exc) -> bool:

@@ -32,6 +32,7 @@ import numpy as np
 
 from ark.errors import ArkError
 from policies.errors import FeatureMismatch, NonFiniteObservation, PolicyError
+from policies.collect import EpisodeProgress
 
 IMAGE_KEY = "observation.rgb"
 ARK_IMAGE_KWARGS: dict[str, Any] = {"cameras": True}
@@ -346,36 +347,6 @@ def env_fps(env: Any, default: float = 10.0) -> float:
 
 
 # ----- the episode loop -------------------------------------------------------------------------
-class _Progress:
-    def __init__(self, enabled: bool, label: str, total: int):
-        self.enabled, self.label, self.total = enabled, label, total
-        self._bar = self._task = None
-
-    def __enter__(self) -> _Progress:
-        if self.enabled:
-            from rich.console import Console
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                       TimeRemainingColumn)
-
-            self._bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[success]}"), TimeElapsedColumn(), TextColumn("eta"),
-                                 TimeRemainingColumn(), console=Console(stderr=True))
-            self._bar.__enter__()
-            self._task = self._bar.add_task(self.label, total=self.total, success="")
-        return self
-
-    def advance(self, records: list[EpisodeRecord]) -> None:
-        if self._bar is not None:
-            done = [r for r in records if r.success is not None]
-            text = f"success {100 * sum(r.success for r in done) / len(done):.0f}%" if done else ""
-            self._bar.update(self._task, advance=1, success=text)
-
-    def __exit__(self, *exc: Any) -> bool:
-        if self._bar is not None:
-            self._bar.__exit__(*exc)
-        return False
-
-
 def run_episodes(env: Any, adapter: ObservationAdapter, act: Callable[[dict[str, np.ndarray], int, int], Any],
                  reset: Callable[[int], None], episodes: int, *, seed: int = 0, max_steps: int | None = None,
                  video: VideoWriter | None = None, video_episodes: int = 0, progress: bool = False,
@@ -389,7 +360,7 @@ def run_episodes(env: Any, adapter: ObservationAdapter, act: Callable[[dict[str,
     records: list[EpisodeRecord] = []
     if max_steps is None and (env.spec is None or env.spec.max_episode_steps is None):
         raise ArkError(f"{env_id or 'the environment'} has no time limit; pass max_steps so episodes end")
-    with _Progress(progress, label, episodes) as bar:
+    with EpisodeProgress(progress, label, episodes) as bar:
         for k in range(episodes):
             t0 = time.perf_counter()
             ep_seed = seed + k
@@ -424,7 +395,7 @@ def run_episodes(env: Any, adapter: ObservationAdapter, act: Callable[[dict[str,
                     break
             records.append(EpisodeRecord(k, ep_seed, steps, ret, success, bool(terminated), bool(truncated),
                                          time.perf_counter() - t0))
-            bar.advance(records)
+            bar.advance(sum(1 for r in records if r.success), sum(1 for r in records if r.success is not None))
     return records
 
 
