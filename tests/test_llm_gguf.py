@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-gguf = pytest.importorskip("gguf")
-pytest.importorskip("tokenizers")
+import gguf  # noqa: E402  (dev dependency: fail loudly when missing)
+import tokenizers  # noqa: F401,E402
 
 from ark.errors import ArkError  # noqa: E402
 from edge.llm.errors import GGUFError, UnsupportedModelError, UnsupportedQuantError  # noqa: E402
