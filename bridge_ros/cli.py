@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from typing import Any, Sequence
 
@@ -121,22 +120,10 @@ def add_ros_cli(subparsers: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m bridge_ros ros …``: the ``ark ros`` commands without the ``ark`` entry point."""
-    from ark.cli import err
+    """``python -m bridge_ros ros …``: the ``ark ros`` commands, through the ``ark`` CLI itself."""
+    from ark.cli import main as ark_main
 
-    parser = argparse.ArgumentParser(prog="python -m bridge_ros", description="Ark ⇄ ROS 2")
-    parser.add_argument("--config", help="runtime config YAML (default: $ARK_CONFIG)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log what the bridge does")
-    add_ros_cli(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
-    try:
-        return int(args.fn(args) or 0)
-    except ArkError as exc:
-        err.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    return ark_main(list(sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__":
