@@ -1,4 +1,4 @@
-"""The Ark demo (``make demo``, ``python -m ark.demo``): a camera pipeline as three processes.
+"""The runtime demo (``make demo-graph``, ``python -m ark.demo_graph``): a camera pipeline as three processes.
 
 It launches ``configs/demo.yaml`` (camera → processor → monitor, see :mod:`ark.demo_nodes`)
 for ``--duration`` seconds (default 8), prints the live graph halfway through (nodes, and
@@ -115,7 +115,7 @@ def _config(registry: str | None) -> ArkConfig:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the demo; returns 0 when every node ran and stopped cleanly."""
-    p = argparse.ArgumentParser(prog="python -m ark.demo", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m ark.demo_graph", description=__doc__.splitlines()[0])
     p.add_argument("--duration", type=float, default=8.0, help="seconds to run (default 8)")
     p.add_argument("--launch", type=Path, default=None, help="launch file (default configs/demo.yaml)")
     p.add_argument("--registry", default=None, help="registry endpoint tcp://HOST:PORT (default: a free port)")

@@ -2,10 +2,13 @@
 
     python benchmarks/policies.py                       # 200 demos, bc/act/diffusion, 100 eval episodes
     python benchmarks/policies.py --quick               # 20 demos, few steps: checks the pipeline only
-    python benchmarks/policies.py --images --policies diffusion --steps 3000
+    python benchmarks/policies.py --images --policies act --recipe cpu --steps 3000
 
 For each policy type: train on scripted demonstrations (state observations unless
-``--images``) with the type's CPU recipe, report the CPU training time, evaluate over seeded
+``--images``) with a recipe (default: ``configs/train/panda_push_<type>.yaml``, the PandaPush
+quality recipes; ``--recipe cpu``: the type's built-in CPU preset; or a YAML path), report the
+training time (wall and CPU seconds of this process: CPU time does not grow when other jobs
+share the cores), evaluate over seeded
 episodes (success rate with its 95 % Wilson interval), export to ONNX and time inference,
 PyTorch eager versus ONNX Runtime, per action (``select_action``, including chunk-queue hits)
 and per chunk (``predict_chunk``), all in one run on this machine.
@@ -77,7 +80,9 @@ def main() -> None:
     ap.add_argument("--episodes", type=int, default=100, help="evaluation episodes")
     ap.add_argument("--steps", type=int, help="training steps (default: each recipe's)")
     ap.add_argument("--images", action="store_true", help="96x96 rgb observations too")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--recipe", default="push",
+                    help="push (configs/train/panda_push_<type>.yaml), cpu (built-in preset) or a YAML path")
+    ap.add_argument("--threads", type=int, help="torch threads (default: the recipe's)")
     ap.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "ark-bench-policies"))
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json")
@@ -90,7 +95,14 @@ def main() -> None:
     from policies.onnx_export import export_onnx
     from policies.train import train
 
-    torch.set_num_threads(args.threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    recipes_dir = Path(__file__).resolve().parent.parent / "configs" / "train"
+
+    def recipe_for(ptype: str):
+        if args.recipe == "push":
+            return recipes_dir / f"panda_push_{ptype}.yaml"
+        return None if args.recipe == "cpu" else args.recipe
     work = Path(args.work)
     tag = f"push{'-img' if args.images else ''}-{args.demos}"
     data = work / tag
@@ -100,9 +112,11 @@ def main() -> None:
         print(f"collected {args.demos} demos in {time.perf_counter() - t:.0f} s")
     results = []
     for ptype in args.policies:
-        run = work / f"{tag}-{ptype}-{args.steps or 'recipe'}"
+        recipe = recipe_for(ptype)
+        run = work / f"{tag}-{ptype}-{Path(str(recipe)).stem if recipe else 'cpu'}-{args.steps or 'recipe'}"
         t, c = time.perf_counter(), time.process_time()
-        res = train(ptype, data, run, steps=args.steps, seed=0, num_threads=args.threads, progress=True)
+        res = train(ptype, data, run, steps=args.steps, seed=0, num_threads=args.threads, recipe=recipe,
+                    progress=True, resume=False)
         train_s, train_cpu = time.perf_counter() - t, time.process_time() - c
         ev = evaluate(run, ENV, args.episodes, seed=10_000, progress=True,
                       env_kwargs={"cameras": True} if args.images else None)
@@ -118,19 +132,20 @@ def main() -> None:
         obs_source = [{k: np.asarray(ep[k][i]) for k in keys} for i in range(min(40, len(ep[keys[0]])))]
         lat_torch = latency(torch_policy, obs_source, 200)
         lat_onnx = latency(onnx_policy, obs_source, 200)
-        row = {**ev.to_dict(), "policy": ptype, "run": str(run), "steps": res.step,
+        row = {**ev.to_dict(), "policy": ptype, "recipe": str(recipe or "cpu preset"), "run": str(run), "steps": res.step,
                "train_wall_s": train_s, "train_cpu_s": train_cpu, "torch": lat_torch, "onnx": lat_onnx}
         row.pop("per_episode", None)
         results.append(row)
         print(f"{ptype}: {ev.summary()}; trained {train_s / 60:.1f} min")
 
     print(f"\nark/PandaPush-v0, {args.demos} demos, {'state+rgb' if args.images else 'state'} observations; {machine()}")
-    print("| policy | train steps | train wall min | success (95% CI) | mean len | torch action p50/p99 ms | onnx action p50/p99 ms | torch chunk p50 ms | onnx chunk p50 ms |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| policy | recipe | train steps | train wall / CPU min | success (95% CI) | mean len | torch action p50/p99 ms | onnx action p50/p99 ms | torch chunk p50 ms | onnx chunk p50 ms |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         ci = r["success_ci95"]
         sr = f"{100 * r['success_rate']:.0f}% ({100 * ci[0]:.0f}-{100 * ci[1]:.0f})" if r["success_rate"] is not None else "-"
-        print(f"| {r['policy']} | {r['steps']} | {r['train_wall_s'] / 60:.1f} | {sr} | {r['mean_length']:.1f} | "
+        print(f"| {r['policy']} | {Path(r['recipe']).stem} | {r['steps']} | "
+              f"{r['train_wall_s'] / 60:.1f} / {r['train_cpu_s'] / 60:.1f} | {sr} | {r['mean_length']:.1f} | "
               f"{r['torch']['action_p50_ms']:.2f}/{r['torch']['action_p99_ms']:.2f} | "
               f"{r['onnx']['action_p50_ms']:.2f}/{r['onnx']['action_p99_ms']:.2f} | "
               f"{r['torch']['chunk_p50_ms']:.2f} | {r['onnx']['chunk_p50_ms']:.2f} |")
