@@ -151,7 +151,10 @@ class HuskyNavigateEnv(ArkEnv):
         lidar = np.asarray(state["lidar"], dtype=np.float32)
         cfg = self.cfg.robot.lidar
         if cfg.noise_std > 0:
-            lidar = np.clip(lidar + self.np_random.normal(0.0, cfg.noise_std, lidar.shape), 0.0, cfg.range)
+            # A beam with no return reads exactly the range; noise on it would draw a ring of phantom
+            # hits just inside max range that moves with the robot (and misleads scan matching).
+            noisy = np.clip(lidar + self.np_random.normal(0.0, cfg.noise_std, lidar.shape), 0.0, cfg.range)
+            lidar = np.where(lidar >= cfg.range, lidar, noisy)
         obs = {
             "base_pose": f32(x, y, yaw),
             "base_vel": f32(c * vel[0] + s * vel[1], -s * vel[0] + c * vel[1], vel[5]),
