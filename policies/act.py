@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ark import kernels
 from ark.errors import ConfigError
 from policies.base import PAD_KEY, Batch, Policy
 from policies.config import ACTION_KEY, PolicyConfig, _positive
@@ -142,13 +143,43 @@ def sine_position_2d(height: int, width: int, dim: int, temperature: float = 100
     return torch.cat([encode(y), encode(x)], dim=-1).reshape(height * width, 2 * half)
 
 
+class _Attention(nn.MultiheadAttention):
+    """``nn.MultiheadAttention`` (same parameters, same checkpoints) whose inference path runs the
+    attention through ``ark.kernels.attention`` (a Triton kernel on a GPU, SDPA on a CPU).
+
+    Training with dropout, masks, attention weights, ``torch.jit`` tracing (ONNX export) and
+    ``ARK_KERNELS=off`` take the stock path, which the kernel path reproduces step for step
+    (three input projections, heads split the same way, one output projection).
+    """
+
+    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                key_padding_mask: torch.Tensor | None = None, need_weights: bool = True,
+                attn_mask: torch.Tensor | None = None, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if ((self.training and self.dropout > 0) or key_padding_mask is not None or attn_mask is not None
+                or need_weights or kwargs.get("is_causal") or self.batch_first or not self._qkv_same_embed_dim
+                or torch.jit.is_tracing() or kernels.kernel_mode() == "off"):
+            return super().forward(query, key, value, key_padding_mask=key_padding_mask, need_weights=need_weights,
+                                   attn_mask=attn_mask, **kwargs)
+        t, b, e = query.shape
+        s, h = key.shape[0], self.num_heads
+        d = e // h
+        w_q, w_k, w_v = self.in_proj_weight.chunk(3)
+        b_q, b_k, b_v = self.in_proj_bias.chunk(3) if self.in_proj_bias is not None else (None, None, None)
+        # (S, B, E) -> (B, H, S, D), the same views F.multi_head_attention_forward takes
+        q = F.linear(query, w_q, b_q).view(t, b * h, d).transpose(0, 1).view(b, h, t, d)
+        k = F.linear(key, w_k, b_k).view(s, b * h, d).transpose(0, 1).view(b, h, s, d)
+        v = F.linear(value, w_v, b_v).view(s, b * h, d).transpose(0, 1).view(b, h, s, d)
+        y = kernels.attention(q, k, v).permute(2, 0, 1, 3).contiguous().view(b * t, e)
+        return F.linear(y, self.out_proj.weight, self.out_proj.bias).view(t, b, e), None
+
+
 class _EncoderLayer(nn.Module):
     """DETR encoder layer: positions are added to queries and keys (not values) at every layer."""
 
     def __init__(self, cfg: ACTConfig):
         super().__init__()
         d = cfg.dim_model
-        self.self_attn = nn.MultiheadAttention(d, cfg.n_heads, dropout=cfg.dropout)
+        self.self_attn = _Attention(d, cfg.n_heads, dropout=cfg.dropout)
         self.linear1, self.linear2 = nn.Linear(d, cfg.dim_feedforward), nn.Linear(cfg.dim_feedforward, d)
         self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
         self.dropout, self.dropout1, self.dropout2 = (nn.Dropout(cfg.dropout) for _ in range(3))
@@ -174,8 +205,8 @@ class _DecoderLayer(nn.Module):
     def __init__(self, cfg: ACTConfig):
         super().__init__()
         d = cfg.dim_model
-        self.self_attn = nn.MultiheadAttention(d, cfg.n_heads, dropout=cfg.dropout)
-        self.cross_attn = nn.MultiheadAttention(d, cfg.n_heads, dropout=cfg.dropout)
+        self.self_attn = _Attention(d, cfg.n_heads, dropout=cfg.dropout)
+        self.cross_attn = _Attention(d, cfg.n_heads, dropout=cfg.dropout)
         self.linear1, self.linear2 = nn.Linear(d, cfg.dim_feedforward), nn.Linear(cfg.dim_feedforward, d)
         self.norm1, self.norm2, self.norm3 = nn.LayerNorm(d), nn.LayerNorm(d), nn.LayerNorm(d)
         self.dropout, self.dropout1, self.dropout2, self.dropout3 = (nn.Dropout(cfg.dropout) for _ in range(4))

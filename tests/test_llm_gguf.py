@@ -114,9 +114,9 @@ def test_gguf_blocks_dequantise_like_the_gguf_package(qtype: str) -> None:
 
 
 def test_chunked_matmul_matches_on_a_wide_weight(monkeypatch: pytest.MonkeyPatch) -> None:
-    import edge.llm.quantize as qz
+    import ark.kernels.reference as ref
 
-    monkeypatch.setattr(qz, "CHUNK_ELEMENTS", 64 * 7)  # forces many uneven row chunks
+    monkeypatch.setattr(ref, "CHUNK_ELEMENTS", 64 * 7)  # forces many uneven row chunks in the forward
     x = np.random.default_rng(2).standard_normal((100, 64)).astype(np.float32)
     raw = gguf.quants.quantize(x, Q.Q4_1)
     w = from_gguf("Q4_1", raw, (100, 64))

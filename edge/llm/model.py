@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ark import kernels
 from edge.llm.errors import ContextOverflowError, UnsupportedModelError
 from edge.llm.quantize import QuantWeight, float_tensor, from_gguf, fuse_rows, quantize_weight
 
@@ -136,6 +137,7 @@ class Attention(nn.Module):
     """Grouped-query attention; ``n_head``/``n_kv_head`` are this module's share (all of them unless sharded).
 
     Q, K and V are one fused weight (``wqkv``, as in gpt-fast): one dequantising matmul instead of three.
+    The attention itself is ``ark.kernels``' prefill and decode ops (Triton on a GPU, SDPA on a CPU).
     """
 
     def __init__(self, wq: QuantWeight, wk: QuantWeight, wv: QuantWeight, wo: QuantWeight, head_dim: int) -> None:
@@ -159,20 +161,14 @@ class Attention(nn.Module):
             cache = self.kv_cache
             cache.k.index_copy_(2, start.view(1), k)
             cache.v.index_copy_(2, start.view(1), v)
-            mask = (torch.arange(cache.max_seq_len) <= start).view(1, 1, 1, -1)
-            y = F.scaled_dot_product_attention(q, cache.k, cache.v, attn_mask=mask,
-                                               enable_gqa=self.n_head != self.n_kv_head)
+            valid = (start + 1).view(1).to(torch.int32)
+            y = kernels.decode_attention(q[:, :, 0], cache.k, cache.v, cache_seqlens=valid).unsqueeze(2)
             return self.wo(y.transpose(1, 2).reshape(1, t, self.n_head * hd))
         k, v = self.kv_cache.update(start, k, v)
         if t == 1:
-            mask, causal = None, False
-        elif start == 0:
-            mask, causal = None, True
-        else:  # a chunk of prompt after earlier positions: attend to all of them plus causally within
-            pos = torch.arange(start, start + t).unsqueeze(1)
-            mask, causal = torch.arange(start + t).unsqueeze(0) <= pos, False
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
-                                           enable_gqa=self.n_head != self.n_kv_head)
+            y = kernels.decode_attention(q[:, :, 0], k, v).unsqueeze(2)
+        else:  # a prompt (chunk): causal, and a chunk after earlier positions sees all of them
+            y = kernels.attention(q, k, v, causal=True)
         return self.wo(y.transpose(1, 2).reshape(1, t, self.n_head * hd))
 
 

@@ -20,9 +20,10 @@ Int4       16 + 4 per group (fp16 s, z)    s_g * q + z_g    group-wise, from flo
 ========== ============================== ==================================================
 
 GGUF blocks are read straight from the file (``from_gguf``); ``quantize_weight`` turns any
-weight into float, int8 or 4-bit. The dequantising matmul is plain PyTorch: on a GPU the
-kernels in ``ark/kernels`` take over (separate issue); here the point is that only one
-chunk of a weight is ever float at a time.
+weight into float, int8 or 4-bit. The dequantising matmuls are the ``ark.kernels`` ops
+(``int8_matmul`` for Q8_0 and int8, ``q4_matmul`` for Q4_0, Q4_1 and int4), which take the
+buffers below as they are: Triton kernels on a GPU, and on a CPU plain PyTorch that
+dequantises only one chunk of rows at a time.
 """
 
 from __future__ import annotations
@@ -32,10 +33,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ark import kernels
 from edge.llm.errors import UnsupportedQuantError
 
-# Rows are dequantised this many weights at a time: big enough to amortise Python overhead,
-# small enough to stay in the L2 cache of a small CPU.
+# Rows are dequantised (and re-quantised by quantize_weight) this many weights at a time: big
+# enough to amortise Python overhead, small enough to stay in the L2 cache of a small CPU.
 CHUNK_ELEMENTS = 1 << 21
 
 MODES = ("gguf", "float", "int8", "int4")
@@ -58,26 +60,19 @@ class QuantWeight(nn.Module):
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.buffers())
 
-    def matmul_rows(self, x: torch.Tensor, r0: int, r1: int) -> torch.Tensor:
-        """x [M, K] @ W[r0:r1].T; subclasses with a cheaper route than full dequantisation override it."""
-        return x @ self.dequantize_rows(slice(r0, r1)).t()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def matmul(self, x: torch.Tensor) -> torch.Tensor:
+        """x [M, K] @ W.T. The formats override this with an ``ark.kernels`` op; this generic
+        route dequantises CHUNK_ELEMENTS weights at a time."""
         n, k = self.out_features, self.in_features
-        rows = x.numel() // k
-        x2 = self.prepare_input(x.reshape(rows, k))
         step = max(1, CHUNK_ELEMENTS // k)
-        if step >= n:
-            return self.matmul_rows(x2, 0, n).view(*x.shape[:-1], n)
-        out = x.new_empty(rows, n)
+        out = x.new_empty(x.shape[0], n)
         for r0 in range(0, n, step):
             r1 = min(n, r0 + step)
-            out[:, r0:r1] = self.matmul_rows(x2, r0, r1)
-        return out.view(*x.shape[:-1], n)
+            out[:, r0:r1] = x @ self.dequantize_rows(slice(r0, r1)).t()
+        return out
 
-    def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
-        """Reorder x once per call to suit matmul_rows (identity unless overridden)."""
-        return x
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.matmul(x.reshape(-1, self.in_features)).view(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         return f"{self.in_features} -> {self.out_features}"
@@ -133,59 +128,13 @@ class Q8_0Weight(GGUFBlockWeight):
         q = self.qs[rows]
         return (q.to(torch.float32) * self.d[rows].to(torch.float32).unsqueeze(-1)).reshape(q.shape[0], -1)
 
+    def matmul(self, x: torch.Tensor) -> torch.Tensor:
+        return kernels.int8_matmul(x, self.qs, self.d)
+
 
 def _nibbles(qs: torch.Tensor) -> torch.Tensor:
     """GGUF Q4 order: weights 0..15 are the low nibbles of bytes 0..15, weights 16..31 the high ones."""
     return torch.cat((qs & 0x0F, qs >> 4), dim=-1)
-
-
-def _split_halves(x: torch.Tensor, group: int) -> torch.Tensor:
-    """x [M, K] -> [2, M, K/2] (the first and second half of every group, matching Q4's nibble
-    planes) plus, in a third row of width K/group, each group's sum (for the offset term)."""
-    m = x.shape[0]
-    g = x.view(m, -1, 2, group // 2)
-    halves = g.permute(2, 0, 1, 3).reshape(2, m, -1)
-    sums = g.sum(dim=(2, 3))
-    return halves, sums
-
-
-def _q4_matmul(xh: tuple[torch.Tensor, torch.Tensor], qs: torch.Tensor, d: torch.Tensor, m: torch.Tensor | None,
-               offset: float) -> torch.Tensor:
-    """x @ W.T for 4-bit groups with W = d * (q - offset) + m, without assembling W.
-
-    The low and high nibble planes are scaled separately (no concatenation) and multiplied
-    by the matching halves of x; the per-group constant (m - offset * d) multiplies the
-    group sums of x in one small matmul instead of being added to every weight.
-    """
-    halves, sums = xh
-    n = qs.shape[0]
-    if halves.shape[1] == 1 and torch.compiler.is_compiling():
-        return _q4_matvec_fused(halves, sums, qs, d, m, offset)
-    d32 = d.to(torch.float32)
-    d3 = d32.unsqueeze(-1)
-    const = m.to(torch.float32) if m is not None else None
-    if offset:
-        const = -offset * d32 if const is None else const - offset * d32
-    out = sums @ const.t() if const is not None else None
-    for plane, xp in ((qs & 0x0F, halves[0]), (qs >> 4, halves[1])):
-        w = plane.to(torch.float32).mul_(d3).view(n, -1)
-        out = xp @ w.t() if out is None else out.addmm_(xp, w.t())
-    assert out is not None
-    return out
-
-
-def _q4_matvec_fused(halves: torch.Tensor, sums: torch.Tensor, qs: torch.Tensor, d: torch.Tensor,
-                     m: torch.Tensor | None, offset: float) -> torch.Tensor:
-    """One token's x @ W.T written as a reduction, for torch.compile: Inductor turns it into one
-    loop over the 4-bit bytes that never materialises W in float."""
-    n, nb, half = qs.shape
-    xl = halves[0].view(1, nb, half)
-    xh = halves[1].view(1, nb, half)
-    dots = ((qs & 0x0F).to(torch.float32) * xl).sum(-1) + ((qs >> 4).to(torch.float32) * xh).sum(-1)  # [n, nb]
-    const = m.to(torch.float32) if m is not None else torch.zeros_like(d, dtype=torch.float32)
-    if offset:
-        const = const - offset * d.to(torch.float32)
-    return ((dots * d.to(torch.float32)).sum(-1) + (const * sums.view(1, nb)).sum(-1)).view(1, n)
 
 
 class Q4_0Weight(GGUFBlockWeight):
@@ -202,11 +151,8 @@ class Q4_0Weight(GGUFBlockWeight):
         q = _nibbles(self.qs[rows]).to(torch.float32) - 8.0
         return (q * self.d[rows].to(torch.float32).unsqueeze(-1)).reshape(q.shape[0], -1)
 
-    def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
-        return _split_halves(x, 32)
-
-    def matmul_rows(self, x: torch.Tensor, r0: int, r1: int) -> torch.Tensor:
-        return _q4_matmul(x, self.qs[r0:r1], self.d[r0:r1], None, 8.0)
+    def matmul(self, x: torch.Tensor) -> torch.Tensor:
+        return kernels.q4_matmul(x, self.qs, self.d, None, 8.0)
 
 
 class Q4_1Weight(GGUFBlockWeight):
@@ -226,11 +172,8 @@ class Q4_1Weight(GGUFBlockWeight):
         m = self.m[rows].to(torch.float32).unsqueeze(-1)
         return (q * d + m).reshape(q.shape[0], -1)
 
-    def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
-        return _split_halves(x, 32)
-
-    def matmul_rows(self, x: torch.Tensor, r0: int, r1: int) -> torch.Tensor:
-        return _q4_matmul(x, self.qs[r0:r1], self.d[r0:r1], self.m[r0:r1], 0.0)
+    def matmul(self, x: torch.Tensor) -> torch.Tensor:
+        return kernels.q4_matmul(x, self.qs, self.d, self.m, 0.0)
 
 
 class Int8Weight(QuantWeight):
@@ -251,12 +194,15 @@ class Int8Weight(QuantWeight):
     def dequantize_rows(self, rows: slice | torch.Tensor) -> torch.Tensor:
         return self.q[rows].to(torch.float32) * self.scale[rows].unsqueeze(-1)
 
+    def matmul(self, x: torch.Tensor) -> torch.Tensor:
+        return kernels.int8_matmul(x, self.q, self.scale)
+
 
 class Int4Weight(QuantWeight):
     """Asymmetric 4-bit, group-wise along the input dimension: value s_g * q + z_g, two weights a byte.
 
     Packed like GGUF's Q4 blocks: byte j of a group holds weight j (low nibble) and weight
-    j + group_size/2 (high nibble), so the same split-plane matmul serves both.
+    j + group_size/2 (high nibble), so the same ``q4_matmul`` op serves both.
     """
 
     def __init__(self, packed: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, group_size: int) -> None:
@@ -288,11 +234,8 @@ class Int4Weight(QuantWeight):
         w = q * self.scale[rows].to(torch.float32).unsqueeze(-1) + self.zero[rows].to(torch.float32).unsqueeze(-1)
         return w.reshape(q.shape[0], -1)
 
-    def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
-        return _split_halves(x, self.group_size)
-
-    def matmul_rows(self, x: torch.Tensor, r0: int, r1: int) -> torch.Tensor:
-        return _q4_matmul(x, self.packed[r0:r1], self.scale[r0:r1], self.zero[r0:r1], 0.0)
+    def matmul(self, x: torch.Tensor) -> torch.Tensor:
+        return kernels.q4_matmul(x, self.packed, self.scale, self.zero, 0.0)
 
     def extra_repr(self) -> str:
         return f"{self.in_features} -> {self.out_features}, group_size={self.group_size}"
