@@ -422,6 +422,10 @@ def build_parser() -> argparse.ArgumentParser:
     from edge.llm.cli import add_llm_cli
 
     add_llm_cli(sub)
+
+    from edge.split.cli import add_split_cli
+
+    add_split_cli(sub)
     return p
 
 
