@@ -232,19 +232,10 @@ def add_split_cli(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m edge.split.cli ...``: the same commands without the rest of ``ark``."""
-    from ark.errors import ArkError
+    """``python -m edge.split.cli ...``: the same as ``ark split ...``."""
+    from ark.cli import main as ark_main
 
-    p = argparse.ArgumentParser(prog="python -m edge.split.cli")
-    add_split_cli(p.add_subparsers(dest="command", required=True))
-    args = p.parse_args(["split", *(argv if argv is not None else sys.argv[1:])])
-    try:
-        return int(args.fn(args) or 0)
-    except ArkError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    return ark_main(["split", *(argv if argv is not None else sys.argv[1:])])
 
 
 if __name__ == "__main__":
