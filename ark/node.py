@@ -18,6 +18,7 @@ node sends heartbeats to the registry and re-resolves subscriptions when the gra
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -85,6 +86,30 @@ def shutdown_all() -> None:
 
 class Node:
     """A participant in the Ark graph. See the module docstring for an example."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # A subclass whose constructor raises after Node.__init__ registered it (a service name
+        # already taken, a bad parameter) would otherwise leave a half-built node in the graph,
+        # heartbeating from a daemon thread until the process exits. Wrap each subclass's own
+        # __init__ so that a failure makes the node leave the graph before the error propagates.
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            return
+
+        @functools.wraps(init)
+        def __init__(self: Node, *args: Any, **kw: Any) -> None:
+            try:
+                init(self, *args, **kw)
+            except BaseException:
+                if "_hb_thread" in self.__dict__:  # Node.__init__ got as far as registering
+                    try:
+                        self.shutdown()
+                    except Exception:  # noqa: BLE001 - the original error is the one to report
+                        log.debug("cleanup of a node whose constructor failed raised", exc_info=True)
+                raise
+
+        cls.__init__ = __init__  # type: ignore[method-assign]
 
     def __init__(self, name: str, *, config: ArkConfig | None = None, params: dict[str, Any] | None = None) -> None:
         if not name or any(c.isspace() for c in name):

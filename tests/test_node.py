@@ -51,6 +51,23 @@ def test_two_nodes_cannot_serve_the_same_name(cfg):
     a.shutdown(), b.shutdown()
 
 
+def test_a_node_whose_constructor_fails_leaves_the_graph(cfg):
+    class Server(Node):
+        def __init__(self, name: str) -> None:
+            super().__init__(name, config=cfg)
+            self.service("/svc", Empty, Result, lambda r: Result())
+
+    first = Server("first")
+    with pytest.raises(ArkError, match="already provided by node first"):
+        Server("second")
+    registry = RegistryClient(cfg)
+    names = lambda: {node_id.rsplit("-", 2)[0] for node_id in registry.request("graph")["nodes"]}  # noqa: E731
+    assert wait_until(lambda: "second" not in names(), 3), "the half-built node is still registered"
+    assert "first" in names()
+    first.shutdown()
+    Server("second").shutdown()  # the name is free again
+
+
 def test_parameters_are_readable_and_settable_remotely(cfg):
     node = Node("arm", config=cfg, params={"gain": 2.5}).start()
     other = Node("tool", config=cfg)
