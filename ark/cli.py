@@ -16,6 +16,8 @@
     ark ros bridge configs/ros_bridge.yaml         bridge topics to a ROS 2 graph (DDS)
     ark ros export run.mcap --format rosbag2 OUT   convert a recording to a rosbag2
     ark llm chat|bench|serve                       the on-device LLM runtime
+    ark split data|train|run|export|bench          split-DNN encoders (device head, server tail)
+    ark fl simulate|server|client                  federated training across a fleet
 
 User mistakes end in one line on stderr and exit status 2, never a traceback.
 """
@@ -426,6 +428,10 @@ def build_parser() -> argparse.ArgumentParser:
     from edge.split.cli import add_split_cli
 
     add_split_cli(sub)
+
+    from edge.fl.cli import add_fl_cli
+
+    add_fl_cli(sub)
     return p
 
 
