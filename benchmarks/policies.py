@@ -86,6 +86,7 @@ def main() -> None:
     ap.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "ark-bench-policies"))
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json")
+    ap.add_argument("--plots", help="write the training-loss curves as a PNG into this folder (needs matplotlib)")
     args = ap.parse_args()
     if args.quick:
         args.demos, args.episodes, args.steps = 20, 5, args.steps or 50
@@ -152,6 +153,26 @@ def main() -> None:
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": machine(), "args": vars(args), "results": results}, indent=2,
                                               default=str))
+    if args.plots:
+        plot_losses(results, Path(args.plots), tag)
+
+
+def plot_losses(results: list[dict], folder: Path, tag: str) -> None:
+    """Training loss against step for each run, from the runs' metrics.csv."""
+    import csv
+
+    from ark.viz.plots import PlotUnavailable, training_curves
+
+    curves = {}
+    for r in results:
+        with open(Path(r["run"]) / "metrics.csv", newline="") as f:
+            rows = [row for row in csv.DictReader(f) if row.get("loss")]
+        curves[r["policy"]] = ([float(row["step"]) for row in rows], [float(row["loss"]) for row in rows])
+    try:
+        png = training_curves(curves, folder / f"{tag}_loss.png", title=f"training loss, {tag}", log_y=True)
+        print(f"wrote {png}")
+    except PlotUnavailable as exc:
+        print(f"no plot: {exc}")
 
 
 if __name__ == "__main__":
