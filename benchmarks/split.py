@@ -375,6 +375,7 @@ def main() -> int:
     p.add_argument("--budget-ms", type=float, default=7.0, help="delay budget of the width controller's run")
     p.add_argument("--rounds", type=int, default=2, help="interleaved rounds of the end-to-end runs")
     p.add_argument("--json", help="also write every number to this file")
+    p.add_argument("--plots", help="write the rate-accuracy curve as a PNG into this folder (needs matplotlib)")
     args = p.parse_args()
     if args.quick:
         tmp = Path(tempfile.mkdtemp(prefix="ark-split-bench-"))
@@ -449,7 +450,30 @@ def main() -> int:
     print_report(report, model)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
+    if args.plots:
+        plot_rate_accuracy(report["rate_accuracy"], Path(args.plots))
     return 0
+
+
+def plot_rate_accuracy(rows: list[dict[str, Any]], folder: Path) -> None:
+    """One curve per codec (JPEG, WebP) and per split bit depth: bytes/frame against accuracy."""
+    from ark.viz.plots import PlotUnavailable, rate_accuracy
+
+    series: dict[str, tuple[list[float], list[float]]] = {}
+    for r in rows:
+        name = r["method"]
+        key = name.split(" q=")[0] if " q=" in name else (f"split {r['bits']}-bit" if "bits" in r else None)
+        if key is None:
+            continue
+        xs, ys = series.setdefault(key, ([], []))
+        xs.append(r["bytes"])
+        ys.append(r["accuracy"])
+    try:
+        png = rate_accuracy(series, folder / "split_rate_accuracy.png", xlabel="bytes per frame", ylabel="accuracy",
+                            title="split latents vs image codecs", log_x=True)
+        print(f"wrote {png}")
+    except PlotUnavailable as exc:
+        print(f"no plot: {exc}")
 
 
 def print_report(r: dict[str, Any], model) -> None:
