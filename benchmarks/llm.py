@@ -13,7 +13,7 @@ token ids (a ``--prompt-tokens`` prompt built with the file's tokenizer), decode
 ``--new-tokens`` tokens greedily (end-of-text ignored) and runs with the same thread count.
 
 Configurations: Ark with the file's Q4_1/Q8_0 blocks ("gguf"), float32, int8 per channel,
-4-bit groups, the memory-capped mode (layers streamed from disk), decoding through
+4-bit groups, int8 per channel with bf16 activations ("int8bf16", the fast CPU decode; lossy), the memory-capped mode (layers streamed from disk), decoding through
 ``torch.compile`` (its compilation is excluded, reported in the notes), and tensor parallelism
 over 2 processes (star and ring all-reduce, with the all-reduce share of generation time).
 Baselines, each in the Python environment you point at (so that neither touches Ark's):
@@ -186,6 +186,7 @@ def main() -> int:
         ("ark float32", ["--mode", "float"]),
         ("ark int8 per-channel", ["--mode", "int8"]),
         ("ark int4 g32", ["--mode", "int4"]),
+        ("ark int8bf16 (int8 per-channel, bf16 activations)", ["--mode", "int8bf16"]),
         (f"ark gguf, max-memory {a.max_memory}", ["--mode", "gguf", "--max-memory", a.max_memory]),
         ("ark gguf, torch.compile decode", ["--mode", "gguf", "--compile"]),
         ("ark gguf, TP-2 star", ["--mode", "gguf", "--tp", "2"]),

