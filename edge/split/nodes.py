@@ -107,6 +107,17 @@ class _Rejections:
         return sum(self.counts.values())
 
 
+def _model_from_params(node: Node, model: checkpoint.SplitModel | None) -> checkpoint.SplitModel:
+    """The model given to the constructor, else the checkpoint named by the node's ``model`` parameter;
+    also applies the ``threads`` parameter (default 1: small convolutions, a core left to the rest)."""
+    if model is None:
+        if not node.param("model"):
+            raise SplitError(f"node {node.name}: parameter 'model' (a checkpoint folder) is required")
+        model = checkpoint.load(node.param("model"))
+    torch.set_num_threads(int(node.param("threads", 1)))
+    return model
+
+
 class SplitHeadNode(Node):
     """Device side. Parameters: ``model`` (checkpoint folder, required), ``onnx`` (folder with
     head.onnx: run under ONNX Runtime instead of PyTorch), ``in_topic`` (/camera/rgb),
@@ -120,12 +131,7 @@ class SplitHeadNode(Node):
     def __init__(self, name: str = "split_head", *, config: ArkConfig | None = None,
                  params: dict[str, Any] | None = None, model: checkpoint.SplitModel | None = None) -> None:
         super().__init__(name, config=config, params=params)
-        if model is None:
-            if not self.param("model"):
-                raise SplitError(f"node {name}: parameter 'model' (a checkpoint folder) is required")
-            model = checkpoint.load(self.param("model"))
-        torch.set_num_threads(int(self.param("threads", 1)))
-        self.model = model
+        self.model = model = _model_from_params(self, model)
         self.head = model.student.head
         self.filter = model.student.filter
         self.size = model.config.data.size
@@ -236,12 +242,7 @@ class SplitTailNode(Node):
     def __init__(self, name: str = "split_tail", *, config: ArkConfig | None = None,
                  params: dict[str, Any] | None = None, model: checkpoint.SplitModel | None = None) -> None:
         super().__init__(name, config=config, params=params)
-        if model is None:
-            if not self.param("model"):
-                raise SplitError(f"node {name}: parameter 'model' (a checkpoint folder) is required")
-            model = checkpoint.load(self.param("model"))
-        torch.set_num_threads(int(self.param("threads", 1)))
-        self.model = model
+        self.model = model = _model_from_params(self, model)
         self.tail = model.student.tail
         self.codec = LatentCodec.for_model(model)
         self.rejected = _Rejections(name)
