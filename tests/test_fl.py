@@ -89,10 +89,25 @@ def test_checkpoint_refuses_a_corrupt_file_and_another_strategy(tmp_path: Path) 
     other = make_strategy("scaffold", np.ones(4, np.float32), ["a"], lr=0.1)
     with pytest.raises(FLConfigError, match="fedavg"):
         other.restore(tmp_path / "c")
-    blob = (tmp_path / "c" / "state.safetensors").read_bytes()
-    (tmp_path / "c" / "state.safetensors").write_bytes(blob[:-3] + b"xyz")
+    (arrays,) = (tmp_path / "c").glob("state*.safetensors")
+    blob = arrays.read_bytes()
+    arrays.write_bytes(blob[:-3] + b"xyz")
     with pytest.raises(CheckpointError, match="does not match"):
         s.restore(tmp_path / "c")
+
+
+def test_a_save_interrupted_before_its_json_leaves_the_previous_checkpoint(tmp_path: Path) -> None:
+    from edge.fl.checkpoint import load_state, save_state
+
+    save_state(tmp_path, {"w": np.zeros(3, np.float32)}, {"round": 1})
+    # a crash after the new arrays file was written but before state.json was replaced
+    (tmp_path / "state-0123456789abcdef.safetensors").write_bytes(b"half of a newer checkpoint")
+    arrays, meta = load_state(tmp_path)
+    assert meta == {"round": 1} and arrays["w"].tolist() == [0, 0, 0]
+    save_state(tmp_path, {"w": np.ones(3, np.float32)}, {"round": 2})  # the next save tidies up
+    assert len(list(tmp_path.glob("state*.safetensors"))) == 1
+    arrays, meta = load_state(tmp_path)
+    assert meta == {"round": 2} and arrays["w"].tolist() == [1, 1, 1]
 
 
 def test_momentum_and_control_variates_beat_fedavg_under_strong_label_skew() -> None:

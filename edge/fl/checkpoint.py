@@ -1,8 +1,10 @@
 """Checkpoints of federated state: named numpy arrays in safetensors plus a JSON document.
 
-``save_state(dir, arrays, meta)`` writes ``state.safetensors`` and ``state.json`` through
-temporary files and renames (the JSON last, carrying the weights' SHA-256), so a crash in
-the middle of a save leaves the previous checkpoint readable. Nothing is pickled.
+``save_state(dir, arrays, meta)`` writes the arrays to a new file named by their SHA-256
+(``state-<sha>.safetensors``), then replaces ``state.json``, which names that file, and only
+then deletes the previous arrays file. Each write goes through a temporary file, fsync and a
+rename, so a crash at any point leaves a matching pair: the previous checkpoint until the JSON
+is replaced, the new one after. Nothing is pickled.
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def _tensor_name(sha: str) -> str:
+    return f"state-{sha[:16]}.safetensors"
+
+
 def save_state(directory: str | os.PathLike[str], arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> Path:
     """Write ``arrays`` and the JSON-able ``meta`` to ``directory`` (created if needed); return it."""
     from safetensors.numpy import save
@@ -38,15 +44,29 @@ def save_state(directory: str | os.PathLike[str], arrays: Mapping[str, np.ndarra
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     blob = save({k: np.ascontiguousarray(v) for k, v in arrays.items()}) if arrays else save({"_": np.zeros(0, np.uint8)})
-    _atomic_write(out / TENSORS, blob)
-    doc = {"format": FORMAT, "sha256": hashlib.sha256(blob).hexdigest(), "meta": meta}
+    sha = hashlib.sha256(blob).hexdigest()
+    name = _tensor_name(sha)
+    _atomic_write(out / name, blob)
+    doc = {"format": FORMAT, "sha256": sha, "tensors": name, "meta": meta}
     _atomic_write(out / META, (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode())
+    for old in out.glob("state*.safetensors"):  # previous arrays: no longer named by the JSON
+        if old.name != name:
+            old.unlink(missing_ok=True)
     return out
+
+
+def _tensors_file(d: Path) -> Path:
+    try:
+        doc = json.loads((d / META).read_text())
+    except (OSError, ValueError):
+        return d / TENSORS
+    return d / str(doc.get("tensors", TENSORS)) if isinstance(doc, dict) else d / TENSORS
 
 
 def has_state(directory: str | os.PathLike[str]) -> bool:
     """True when ``directory`` holds a complete checkpoint."""
-    return (Path(directory) / META).is_file() and (Path(directory) / TENSORS).is_file()
+    d = Path(directory)
+    return (d / META).is_file() and _tensors_file(d).is_file()
 
 
 def load_state(directory: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -56,12 +76,16 @@ def load_state(directory: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray]
     d = Path(directory)
     try:
         doc = json.loads((d / META).read_text())
-        blob = (d / TENSORS).read_bytes()
+        name = str(doc.get("tensors", TENSORS)) if isinstance(doc, dict) else TENSORS
+        if Path(name).name != name:
+            raise ValueError(f"arrays file {name!r} is not a plain file name")
+        tensors = d / name
+        blob = tensors.read_bytes()
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"cannot read the FL checkpoint in {d}: {exc}") from None
-    if doc.get("format") != FORMAT:
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise CheckpointError(f"{d / META} is not an Ark FL checkpoint (format {doc.get('format')!r})")
     if hashlib.sha256(blob).hexdigest() != doc.get("sha256"):
-        raise CheckpointError(f"{d / TENSORS} does not match its {META} (interrupted write or edited file)")
+        raise CheckpointError(f"{tensors} does not match its {META} (edited or damaged file)")
     arrays = {k: v for k, v in load(blob).items() if k != "_"}
     return arrays, doc["meta"]
