@@ -112,7 +112,6 @@ def test_a_save_interrupted_before_its_json_leaves_the_previous_checkpoint(tmp_p
 
 def test_momentum_and_control_variates_beat_fedavg_under_strong_label_skew() -> None:
     """Dirichlet alpha 0.1 on digits: SCAFFOLD-M and FedAvg-M end above FedAvg with the same seeds and budget."""
-    pytest.importorskip("sklearn", reason="the digits task needs scikit-learn")
     common = dict(task="digits", clients=30, alpha=0.1, rounds=25, local_steps=10, lr=0.05,
                   participation={"kind": "uniform", "fraction": 0.2})
     acc = {s: simulate(SimConfig(strategy=s, **common)).final_accuracy for s in ("fedavg", "fedavgm", "scaffold_m")}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-ray = pytest.importorskip("ray", reason="Ray is an optional extra (pip install 'ark-robotics[fl-ray]')")
+import ray  # the fl-ray extra, part of the dev install
 
 from edge.fl.ray_runner import simulate_on_ray  # noqa: E402
 from edge.fl.simulation import SimConfig, simulate  # noqa: E402

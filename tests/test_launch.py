@@ -25,18 +25,20 @@ FIXTURES_ENV = {"PYTHONPATH": os.pathsep.join(p for p in (str(Path(__file__).res
 
 
 def runner_children() -> list[int]:
-    """Pids of this process's children that run ``ark.runner`` or were never reaped (zombies)."""
-    if not Path("/proc/self/stat").exists():
-        pytest.skip("needs /proc to list child processes")
+    """Pids of this process's children that run ``ark.runner`` or were never reaped (zombies).
+
+    Read from POSIX ``ps`` (Linux and macOS alike), so the check runs everywhere the tests do."""
+    out = subprocess.run(["ps", "-A", "-o", "pid=,ppid=,stat=,args="], capture_output=True, text=True,
+                         check=True).stdout
     found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            state, ppid = stat.read_text().rsplit(")", 1)[1].split()[:2]
-            cmdline = (stat.parent / "cmdline").read_bytes()
-        except (OSError, IndexError, ValueError):
-            continue  # gone meanwhile
-        if int(ppid) == os.getpid() and (b"ark.runner" in cmdline or state == "Z"):
-            found.append(int(stat.parent.name))
+    for line in out.splitlines():
+        parts = line.split(None, 3)
+        if len(parts) < 3:
+            continue
+        pid, ppid, state = int(parts[0]), int(parts[1]), parts[2]
+        args = parts[3] if len(parts) > 3 else ""
+        if ppid == os.getpid() and ("ark.runner" in args or state.startswith("Z")):
+            found.append(pid)
     return found
 
 

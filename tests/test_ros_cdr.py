@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-pytest.importorskip("rosbags")
-pytest.importorskip("cyclonedds")
+import rosbags  # noqa: E402,F401  (the ros extra, part of the dev install)
+import cyclonedds  # noqa: E402,F401
 
 from cyclonedds.core import Policy  # noqa: E402
 from cyclonedds.idl import IdlStruct  # noqa: E402

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-pytest.importorskip("rosbags")
-pytest.importorskip("cyclonedds")
+import rosbags  # noqa: E402,F401  (the ros extra, part of the dev install)
+import cyclonedds  # noqa: E402,F401
 
 from cyclonedds.idl import IdlStruct  # noqa: E402
 from cyclonedds.idl.types import float64, int32, sequence, uint8, uint32  # noqa: E402

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
-pytest.importorskip("rosbags")
+import rosbags  # noqa: E402,F401  (the ros extra, part of the dev install)
 
 from rosbags.rosbag2 import Reader  # noqa: E402
 from rosbags.typesys import Stores, get_typestore  # noqa: E402

@@ -8,7 +8,7 @@ import uuid
 import numpy as np
 import pytest
 
-pytest.importorskip("rosbags")
+import rosbags  # noqa: E402,F401  (the ros extra, part of the dev install)
 
 from bridge_ros.bridge import rclpy_available  # noqa: E402
 
