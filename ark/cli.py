@@ -337,6 +337,20 @@ def cmd_schemas(args: argparse.Namespace) -> int:
 
 
 # -- parser --------------------------------------------------------------------------------
+def json_object(text: str | None, what: str, error: type[ArkError] = ArkError) -> dict[str, Any] | None:
+    """A command-line argument holding a JSON object (``--params``, ``--env-kwargs``...): the dict,
+    None when the argument is absent or empty, else ``error`` with a one-line message naming ``what``."""
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise error(f"{what} is not valid JSON: {exc.msg} at column {exc.colno}") from None
+    if not isinstance(value, dict):
+        raise error(f"{what} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ark", description="Ark robotics runtime")
     p.add_argument("--config", help="runtime config YAML (default: $ARK_CONFIG)")

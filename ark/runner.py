@@ -77,13 +77,9 @@ def resolve_factory(target: str) -> Callable[..., Any]:
 
 def parse_params(text: str) -> dict[str, Any]:
     """Decode ``--params``: a JSON object, else UsageError."""
-    try:
-        params = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"--params is not valid JSON ({exc.msg} at column {exc.colno})") from None
-    if not isinstance(params, dict):
-        raise UsageError(f"--params must be a JSON object, got {type(params).__name__}")
-    return params
+    from ark.cli import json_object
+
+    return json_object(text, "--params", UsageError) or {}
 
 
 def build_node(target: str, name: str, params: dict[str, Any]) -> Any:

@@ -30,18 +30,6 @@ def _console():
     return Console(highlight=False, soft_wrap=True)
 
 
-def _json_arg(text: str | None, what: str) -> dict[str, Any] | None:
-    if not text:
-        return None
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ArkError(f"{what} is not valid JSON: {exc.msg} at column {exc.colno}") from None
-    if not isinstance(value, dict):
-        raise ArkError(f"{what} must be a JSON object, got {text!r}")
-    return value
-
-
 # ----- ark train --------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
     from policies.train import TrainingInterrupted, train
@@ -65,11 +53,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 # ----- ark eval ---------------------------------------------------------------------------------
 def cmd_eval(args: argparse.Namespace) -> int:
+    from ark.cli import json_object
+
     from policies.evaluate import evaluate
 
     console = _console()
     result = evaluate(args.policy, args.env, args.episodes, seed=args.seed, video=args.video,
-                      video_episodes=args.video_episodes, env_kwargs=_json_arg(args.env_kwargs, "--env-kwargs"),
+                      video_episodes=args.video_episodes, env_kwargs=json_object(args.env_kwargs, "--env-kwargs"),
                       max_steps=args.max_steps, progress=not args.no_progress and not args.json,
                       backend=args.backend, device=args.device)
     if args.json:

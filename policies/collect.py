@@ -384,24 +384,14 @@ class EpisodeProgress:
 
 
 # -- command line --------------------------------------------------------------------------------
-def _json_arg(text: str | None, what: str) -> dict:
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ArkError(f"{what} is not valid JSON: {exc.msg} at column {exc.colno}") from None
-    if not isinstance(value, dict):
-        raise ArkError(f"{what} must be a JSON object, got {text!r}")
-    return value
-
-
 def cmd_collect(args: argparse.Namespace) -> int:
+    from ark.cli import json_object
+
     from rich.console import Console
 
     res = collect(args.env, args.episodes, args.out, policy=args.policy, images=args.images, seed=args.seed,
-                  env_kwargs=_json_arg(args.env_kwargs, "--env-kwargs"), progress=not args.no_progress,
-                  image_kwargs=_json_arg(args.image_kwargs, "--image-kwargs") if args.image_kwargs else None,
+                  env_kwargs=json_object(args.env_kwargs, "--env-kwargs") or {}, progress=not args.no_progress,
+                  image_kwargs=json_object(args.image_kwargs, "--image-kwargs"),
                   max_steps=args.max_steps, fps=args.fps, append=args.append, overwrite=args.overwrite)
     rate = "n/a" if res.success_rate is None else f"{100 * res.success_rate:.1f}% ({res.successes}/{res.reported})"
     Console(stderr=True).print(f"wrote {res.episodes} episodes, {res.frames} frames to {res.path}; success {rate}",

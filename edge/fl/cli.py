@@ -27,25 +27,14 @@ def _fmt_bytes(n: float) -> str:
     return f"{n:.1f} GB"
 
 
-def _json_arg(text: str | None, what: str) -> dict[str, Any] | None:
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    from ark.cli import json_object
     from edge.fl.errors import FLConfigError
 
-    if text is None:
-        return None
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise FLConfigError(f"{what}: not JSON ({exc.msg})") from None
-    if not isinstance(value, dict):
-        raise FLConfigError(f"{what}: expected a JSON object")
-    return value
-
-
-def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     out = {k: getattr(args, k) for k in ("strategy", "rounds", "clients", "alpha", "seed", "local_steps", "lr")
            if getattr(args, k, None) is not None}
     for key in ("strategy_args", "compression", "participation"):
-        value = _json_arg(getattr(args, key, None), f"--{key.replace('_', '-')}")
+        value = json_object(getattr(args, key, None), f"--{key.replace('_', '-')}", FLConfigError)
         if value is not None:
             out[key] = value
     return out
