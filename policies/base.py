@@ -286,6 +286,21 @@ class Policy(nn.Module):
         return policy.to(device).eval()
 
 
+def read_versioned_json(path: Path, fmt: str, max_version: int, what: str) -> dict[str, Any]:
+    """A JSON document with ``"format": fmt`` and an integer ``version`` <= ``max_version``;
+    CheckpointError naming ``path`` when it is corrupt, of another format or too new."""
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}: truncated or corrupt JSON ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != fmt:
+        raise CheckpointError(f"{path}: not an Ark {what} (no \"format\": \"{fmt}\")")
+    version = meta.get("version")
+    if not isinstance(version, int) or version > max_version:
+        raise CheckpointError(f"{path}: {what} format version {version!r}; this Ark reads versions up to {max_version}")
+    return meta
+
+
 def read_checkpoint_meta(path: Path) -> dict[str, Any]:
     """Parse and check ``config.json`` of a checkpoint directory (format, version, type present)."""
     if not path.is_dir():
@@ -293,17 +308,7 @@ def read_checkpoint_meta(path: Path) -> dict[str, Any]:
     cfg_path = path / CONFIG_FILE
     if not cfg_path.is_file():
         raise CheckpointError(f"{path}: not a policy checkpoint (no {CONFIG_FILE})")
-    try:
-        meta = json.loads(cfg_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{cfg_path}: truncated or corrupt JSON ({exc})") from None
-    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{cfg_path}: not an Ark policy checkpoint (no \"format\": \"{CHECKPOINT_FORMAT}\")")
-    version = meta.get("version")
-    if not isinstance(version, int) or version > CHECKPOINT_VERSION:
-        raise CheckpointError(
-            f"{cfg_path}: checkpoint format version {version!r}; this Ark reads versions up to {CHECKPOINT_VERSION}"
-        )
+    meta = read_versioned_json(cfg_path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "policy checkpoint")
     for key in ("type", "config"):
         if key not in meta:
             raise CheckpointError(f"{cfg_path}: missing key '{key}'")

@@ -44,7 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ark.config import read_yaml
 from ark.errors import ArkError, ConfigError
-from policies.base import PAD_KEY, Policy, cosine_with_warmup
+from policies.base import PAD_KEY, Policy, cosine_with_warmup, read_versioned_json
 from policies.config import ACTION_KEY
 from policies.errors import CheckpointError, FeatureMismatch, PolicyError, PolicyTypeMismatch
 
@@ -516,15 +516,7 @@ def read_training_state(ckpt: Path) -> tuple[dict[str, Any], dict[str, torch.Ten
     meta_path, tensor_path = ckpt / STATE_JSON, ckpt / STATE_TENSORS
     if not meta_path.is_file() or not tensor_path.is_file():
         raise CheckpointError(f"{ckpt}: not a training checkpoint (no {STATE_JSON} / {STATE_TENSORS})")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{meta_path}: truncated or corrupt JSON ({exc})") from None
-    if not isinstance(meta, dict) or meta.get("format") != STATE_FORMAT:
-        raise CheckpointError(f"{meta_path}: not an Ark training state")
-    if not isinstance(meta.get("version"), int) or meta["version"] > STATE_VERSION:
-        raise CheckpointError(f"{meta_path}: training-state version {meta.get('version')!r}; this Ark reads up to "
-                              f"{STATE_VERSION}")
+    meta = read_versioned_json(meta_path, STATE_FORMAT, STATE_VERSION, "training state")
     if meta.get("sha256", {}).get(STATE_TENSORS) != _sha256(tensor_path):
         raise CheckpointError(f"{tensor_path} is truncated or corrupt (its SHA-256 does not match {STATE_JSON})")
     try:
