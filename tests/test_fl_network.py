@@ -83,10 +83,13 @@ def test_fleet_trains_with_a_client_that_drops_out_rejoins_and_a_slow_one(cfg, e
 def test_server_resumes_after_a_crash_without_losing_acknowledged_updates(cfg, env_for, tmp_path: Path) -> None:
     ckpt = tmp_path / "ckpt"
     args = ["server", "blobs", "--rounds", "6", "--clients-per-round", "3", "--min-updates", "1",
-            "--round-timeout-s", "3", "--checkpoint", str(ckpt), "--linger", "2"]
+            "--round-timeout-s", "8", "--checkpoint", str(ckpt), "--linger", "2"]
+    # robot2 is a second slower than the others, so every round stays open for about a second
+    # holding acknowledged updates: the window the crash below must land in (all three equally
+    # fast left a few milliseconds, which the poll missed on a fast machine).
     clients = [FLClientNode(f"robot{i}", config=cfg,
-                            params={"config": "blobs", "index": i, "delay_s": 0.1, "call_timeout": 1.0,
-                                    "give_up_s": 30}).start() for i in range(3)]
+                            params={"config": "blobs", "index": i, "delay_s": 1.0 if i == 2 else 0.1,
+                                    "call_timeout": 1.0, "give_up_s": 30}).start() for i in range(3)]
     first = fl(env_for, *args)
     try:
         # Crash once round 2 is open and holds at least one acknowledged update.
