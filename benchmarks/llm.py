@@ -13,7 +13,8 @@ token ids (a ``--prompt-tokens`` prompt built with the file's tokenizer), decode
 ``--new-tokens`` tokens greedily (end-of-text ignored) and runs with the same thread count.
 
 Configurations: Ark with the file's Q4_1/Q8_0 blocks ("gguf"), float32, int8 per channel,
-4-bit groups, int8 per channel with bf16 activations ("int8bf16", the fast CPU decode; lossy), the memory-capped mode (layers streamed from disk), decoding through
+4-bit groups, int8 per channel with bf16 activations ("int8bf16"; lossy), int8 weights times
+int8 activations with SmoothQuant calibration ("w8a8", the fastest CPU decode; lossy), the memory-capped mode (layers streamed from disk), decoding through
 ``torch.compile`` (its compilation is excluded, reported in the notes), and tensor parallelism
 over 2 processes (star and ring all-reduce, with the all-reduce share of generation time).
 Baselines, each in the Python environment you point at (so that neither touches Ark's):
@@ -187,6 +188,7 @@ def main() -> int:
         ("ark int8 per-channel", ["--mode", "int8"]),
         ("ark int4 g32", ["--mode", "int4"]),
         ("ark int8bf16 (int8 per-channel, bf16 activations)", ["--mode", "int8bf16"]),
+        ("ark w8a8 (int8 weights x int8 activations, SmoothQuant)", ["--mode", "w8a8"]),
         (f"ark gguf, max-memory {a.max_memory}", ["--mode", "gguf", "--max-memory", a.max_memory]),
         ("ark gguf, torch.compile decode", ["--mode", "gguf", "--compile"]),
         ("ark gguf, TP-2 star", ["--mode", "gguf", "--tp", "2"]),
@@ -218,10 +220,12 @@ def main() -> int:
     by = {r["name"]: r for r in rows if "error" not in r}
     ark = by.get("ark gguf (Q4_1/Q8_0 blocks)")
     notes = []
+    for base in ("llama.cpp (llama-cpp-python)", "HF transformers (GGUF -> float32)"):
+        if base in by:
+            ratios = ", ".join(f"{name.split(' (')[0]} {r['decode_tok_s'] / by[base]['decode_tok_s']:.2f}x"
+                               for name, r in by.items() if name.startswith("ark"))
+            notes.append(f"decode vs {base}: {ratios}")
     if ark:
-        for base in ("llama.cpp (llama-cpp-python)", "HF transformers (GGUF -> float32)"):
-            if base in by:
-                notes.append(f"ark gguf decode = {ark['decode_tok_s'] / by[base]['decode_tok_s']:.2f}x {base}")
         capped = next((r for n, r in by.items() if "max-memory" in n), None)
         if capped:
             over = lambda r: r["peak_rss_mb"] - r["baseline_rss_mb"]  # noqa: E731

