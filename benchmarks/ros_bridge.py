@@ -1,16 +1,19 @@
 """The Ark ⇄ ROS 2 bridge against a direct cyclonedds-to-cyclonedds exchange, in one run.
 
-    python benchmarks/ros_bridge.py            # full run (about a minute)
+    python benchmarks/ros_bridge.py            # full run (about 80 s)
     python benchmarks/ros_bridge.py --quick    # smaller sample counts
     python benchmarks/ros_bridge.py --json out.json
+    python benchmarks/ros_bridge.py --direct-decoder rosbags   # baseline decodes with rosbags instead
 
 A sender process plays a ROS 2 node: it writes ``sensor_msgs/JointState`` (6 joints) or a
 640x480 rgb8 ``sensor_msgs/Image`` on ``rt/…`` with Cyclone DDS, each sample stamped with
 ``time.time_ns()`` in its header just before the write (the payload is prebuilt CDR; only the
 stamp is patched, so sending costs the same for both paths). It is received either
 
-* **direct** (the baseline): a second ROS 2 stand-in process reads the DDS topic itself and
-  decodes each sample with rosbags (arrays are views: the fastest a Python ROS 2 node gets), or
+* **direct** (the baseline): a second ROS 2 stand-in process reads the DDS topic itself (a
+  WaitSet, as the bridge's DDS backend waits) and decodes each sample with the same CDR readers
+  the bridge uses (``bridge_ros.cdr_fast``: arrays are views, the fastest a Python ROS 2 node
+  gets; ``--direct-decoder rosbags`` decodes with rosbags instead), or
 * **bridge**: ``python -m bridge_ros ros bridge`` (backend dds) in its own process takes the
   samples, converts them and publishes Ark messages (the header stamp becomes the Ark stamp),
   and an Ark node in the receiver process gets them in its subscriber callback.
@@ -22,9 +25,12 @@ Latency is receive time minus header stamp (one host, one clock), paced sends af
 warm-up; p50/p99. Throughput sends a burst as fast as reliable DDS lets the sender go
 (keep-all writer and bridge reader), and counts messages delivered per second from the first
 stamp to the last delivery, with losses (the Ark hop drops rather than blocks when its
-queues fill). Runs alternate direct/bridge per payload. The 1-minute load average is printed
-before and after: on a shared 2-core machine, other work moves these numbers, and the
-bridge path has a third process competing for the two cores.
+queues fill). CPU is the user+system time of every process on the path over the measured
+window (sender: its sends; receiver: from its first message; bridge: from before the sender
+starts to the receiver's end), per message sent: on a shared machine it moves less than the
+wall-clock figures. Runs alternate direct/bridge/ark per payload. The 1-minute load average
+is printed before and after: on a shared 2-core machine, other work moves these numbers, and
+the bridge path has a third process competing for the two cores.
 """
 
 from __future__ import annotations
@@ -95,6 +101,7 @@ def run_sender(args: argparse.Namespace) -> None:
     time.sleep(0.5)  # let the receiving side settle after matching
     ref = w._ref
     n = lat_n // args.scale
+    cpu0 = time.process_time()
     for phase, count, gap in (("warm", WARM_N, pace), ("lat", n, pace), ("tp", tp_n // args.scale, 0.0)):
         buf = _payload(types, args.kind, phase)
         for _ in range(count):
@@ -106,6 +113,7 @@ def run_sender(args: argparse.Namespace) -> None:
                 time.sleep(gap)
         if phase == "lat":
             time.sleep(0.3)  # a gap between phases
+    print(json.dumps({"cpu_s": time.process_time() - cpu0}), flush=True)
     time.sleep(0.5)
 
 
@@ -121,6 +129,7 @@ def run_ark_sender(args: argparse.Namespace) -> None:
     pub = node.publisher("/bench", Image if image else JointState, queue=queue)
     time.sleep(1.5)  # the receiver's subscription finds this publisher on its next registry refresh
     frame = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    cpu0 = time.process_time()
     for phase, count, gap in (("warm", WARM_N, pace), ("lat", lat_n // args.scale, pace),
                               ("tp", tp_n // args.scale, 0.0)):
         msg = Image(frame, "rgb8", phase) if image else \
@@ -131,6 +140,7 @@ def run_ark_sender(args: argparse.Namespace) -> None:
                 time.sleep(gap)
         if phase == "lat":
             time.sleep(0.3)
+    print(json.dumps({"cpu_s": time.process_time() - cpu0}), flush=True)
     time.sleep(0.5)
     node.shutdown()
 
@@ -144,9 +154,12 @@ class Tally:
         self.tp_n = 0
         self.expect_tp = expect_tp
         self.last_progress = time.monotonic()
+        self.cpu0: float | None = None  # process CPU time at the first message (the warm-up)
 
     def add(self, phase: str, stamp: int) -> None:
         now = time.time_ns()
+        if self.cpu0 is None:
+            self.cpu0 = time.process_time()
         self.last_progress = time.monotonic()
         if phase == "lat":
             self.lat.append(now - stamp)
@@ -161,7 +174,8 @@ class Tally:
 
     def result(self) -> dict:
         span = (self.tp_last_arrival - self.tp_first_stamp) / 1e9 if self.tp_first_stamp else float("nan")
-        return {"lat_ns": self.lat, "tp_n": self.tp_n, "tp_span_s": span}
+        cpu = time.process_time() - self.cpu0 if self.cpu0 is not None else float("nan")
+        return {"lat_ns": self.lat, "tp_n": self.tp_n, "tp_span_s": span, "cpu_s": cpu}
 
 
 def run_direct(args: argparse.Namespace) -> None:
@@ -187,16 +201,32 @@ def run_direct(args: argparse.Namespace) -> None:
     tally = Tally(tp_n // args.scale)
     deadline = time.monotonic() + args.timeout
     image = args.kind != "JointState"
-    while not tally.done() and time.monotonic() < deadline:
-        ws.wait(duration(milliseconds=50))
-        for data, info in ddspy_take(reader._ref, mask, 64):
+    if args.direct_decoder == "rosbags":
+        def decode(data: bytes) -> tuple[str, int]:
             msg = types.deserialize(data, ros_type)
             if image:
                 frame = msg.data.reshape(msg.height, msg.width, 3)  # the view a user would take
                 phase = msg.header.frame_id if frame.size else ""
             else:
                 phase = msg.name[0]
-            tally.add(phase, msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec)
+            return phase, msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+    else:  # the CDR readers the bridge itself uses: both paths pay the same decoding
+        from bridge_ros.cdr_fast import read_image, read_joint_state
+
+        def decode(data: bytes) -> tuple[str, int]:
+            if image:
+                sec, nanosec, frame_id, h, w, _, _, _, pixels = read_image(data)
+                frame = pixels.reshape(h, w, 3)
+                phase = frame_id if frame.size else ""
+            else:
+                sec, nanosec, names, _, _, _ = read_joint_state(data)
+                phase = names[0]
+            return phase, sec * 1_000_000_000 + nanosec
+
+    while not tally.done() and time.monotonic() < deadline:
+        ws.wait(duration(milliseconds=50))
+        for data, info in ddspy_take(reader._ref, mask, 64):
+            tally.add(*decode(data))
     print(json.dumps(tally.result()), flush=True)
 
 
@@ -225,7 +255,8 @@ def run_ark(args: argparse.Namespace) -> None:
 # -- orchestration --------------------------------------------------------------------------------
 def _spawn(role: str, args: argparse.Namespace, extra: list[str], env: dict) -> subprocess.Popen:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--role", role, "--kind", args.kind_now,
-           "--domain", str(args.domain), "--topic", args.topic_now, "--scale", str(args.scale), *extra]
+           "--domain", str(args.domain), "--topic", args.topic_now, "--scale", str(args.scale),
+           "--direct-decoder", args.direct_decoder, *extra]
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -238,6 +269,16 @@ def _finish(proc: subprocess.Popen, timeout: float) -> str:
     if proc.returncode not in (0, -15):
         raise RuntimeError(f"benchmark process failed ({proc.returncode}): {err[-2000:]}")
     return out
+
+
+def _proc_cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (Linux /proc; NaN elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
 
 
 def run_once(args: argparse.Namespace, kind: str, path: str, env: dict, registry: str, ipc_dir: str) -> dict:
@@ -264,22 +305,31 @@ def run_once(args: argparse.Namespace, kind: str, path: str, env: dict, registry
         receiver = _spawn("ark", args, timeout + ark_args, env)
         receiver.stdout.readline()  # "ready"
         time.sleep(1.5)  # bridge joined both graphs, Ark subscription connected
+    bridge_cpu0 = _proc_cpu_s(bridge.pid) if bridge is not None else 0.0
     sender = _spawn("arksender" if path == "ark" else "sender", args, ark_args, env)
-    _finish(sender, 120)
+    sender_cpu = json.loads(_finish(sender, 120).strip().splitlines()[-1])["cpu_s"]
     result = json.loads(_finish(receiver, 120).strip().splitlines()[-1])
+    # CPU of every process on the path over the measured window (sender: its sends; receiver:
+    # from its first message; bridge: from before the sender started to the receiver's end).
+    result["cpu"] = {"sender": sender_cpu, "receiver": result.pop("cpu_s"),
+                     "bridge": _proc_cpu_s(bridge.pid) - bridge_cpu0 if bridge is not None else 0.0}
     if bridge is not None:
         bridge.terminate()
         _finish(bridge, 20)
     return result
 
 
-def summarize(results: list[dict], expect_tp: int) -> dict:
+def summarize(results: list[dict], sent: int, expect_tp: int) -> dict:
+    """Latency percentiles, median burst rate, losses and CPU per message sent (all processes of the path)."""
     lat = np.array([x for r in results for x in r["lat_ns"]], dtype=np.float64) / 1e3
     rates = [r["tp_n"] / r["tp_span_s"] for r in results if r["tp_n"] and r["tp_span_s"] > 0]
+    cpu = {part: sum(r["cpu"][part] for r in results) / (sent * len(results)) * 1e6
+           for part in ("sender", "bridge", "receiver")}
     return {"lat_p50_us": float(np.percentile(lat, 50)) if lat.size else float("nan"),
             "lat_p99_us": float(np.percentile(lat, 99)) if lat.size else float("nan"),
             "lat_n": int(lat.size), "msgs_per_s": float(np.median(rates)) if rates else float("nan"),
-            "lost": int(sum(expect_tp - r["tp_n"] for r in results))}
+            "lost": int(sum(expect_tp - r["tp_n"] for r in results)),
+            "cpu_us_per_msg": {**cpu, "total": sum(cpu.values())}}
 
 
 def main() -> None:
@@ -295,6 +345,8 @@ def main() -> None:
     p.add_argument("--timeout", type=float, default=60)
     p.add_argument("--registry", default="")
     p.add_argument("--ipc-dir", default="")
+    p.add_argument("--direct-decoder", default="fast", choices=["fast", "rosbags"],
+                   help="how the direct receiver decodes: the bridge's CDR readers (default) or rosbags")
     args = p.parse_args()
     if args.role != "main":
         args.kind_now, args.topic_now = args.kind, args.topic
@@ -324,23 +376,27 @@ def main() -> None:
             for _ in range(args.rounds):
                 for path in PATHS:
                     runs[path].append(run_once(args, kind, path, env, registry, ipc_dir))
-            expect = SPECS[kind][3] // args.scale
+            _, lat_n, _, tp_n, _ = SPECS[kind]
+            sent = WARM_N + lat_n // args.scale + tp_n // args.scale
             for path in PATHS:
-                rows.append({"payload": kind, "path": path, **summarize(runs[path], expect)})
+                rows.append({"payload": kind, "path": path, **summarize(runs[path], sent, tp_n // args.scale)})
         load1 = os.getloadavg()[0]
     print(f"\nROS 2 -> Ark bridge vs direct cyclonedds (loopback, {os.cpu_count()} CPUs, {args.rounds} round(s); "
           f"load avg {load0:.2f} -> {load1:.2f})\n")
     head = f"{'payload':<15} {'path':<7} {'p50 lat (us)':>13} {'p99 lat (us)':>13} {'msgs/s':>10} {'lost':>6} " \
-           f"{'p50 ratio':>10} {'msgs/s ratio':>13}"
+           f"{'p50 ratio':>10} {'msgs/s ratio':>13} {'CPU us/msg':>11} {'(send/bridge/recv)':>20}"
     print(head)
     print("-" * len(head))
     for row in rows:
         base = next(r for r in rows if r["payload"] == row["payload"] and r["path"] == "direct")
+        cpu = row["cpu_us_per_msg"]
         print(f"{row['payload']:<15} {row['path']:<7} {row['lat_p50_us']:>13.0f} {row['lat_p99_us']:>13.0f} "
               f"{row['msgs_per_s']:>10.0f} {row['lost']:>6d} {row['lat_p50_us'] / base['lat_p50_us']:>9.2f}x "
-              f"{base['msgs_per_s'] / row['msgs_per_s']:>12.2f}x")
+              f"{base['msgs_per_s'] / row['msgs_per_s']:>12.2f}x {cpu['total']:>11.1f} "
+              f"{cpu['sender']:>7.1f}/{cpu['bridge']:.1f}/{cpu['receiver']:.1f}")
     print("\nratios against direct: latency path/direct, throughput direct/path (1.00x = no overhead); "
-          "ark = Ark pub -> Ark sub alone (no DDS), the Ark hop the bridge path adds")
+          "ark = Ark pub -> Ark sub alone (no DDS), the Ark hop the bridge path adds;\nCPU us/msg: CPU time of "
+          "the path's processes over the measured window, per message sent (warm-up, paced and burst)")
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "load": [load0, load1]}, indent=2))
 

@@ -76,6 +76,12 @@ def make_backend(name: str, config: BridgeConfig, types: RosTypes) -> Any:
         raise BackendUnavailable(f"cannot join DDS domain {config.domain_id}: {exc}") from None
 
 
+def _ark_queue(route: Route) -> int:
+    """The Ark-side queue for a route: its keep-last depth, or for keep-all at least 1000 messages
+    (more when the mapping's depth asks for more), so a burst that DDS delivers is not dropped here."""
+    return route.qos.depth if route.qos.history == "keep_last" else max(route.qos.depth, 1000)
+
+
 def publish_stamped(pub: Any, msg: Any, stamp_ns: int) -> None:
     """Publish ``msg`` on an Ark publisher with ``stamp_ns`` as its publisher stamp (not now)."""
     pub.publish(msg, stamp_ns=stamp_ns)
@@ -116,12 +122,27 @@ class Bridge:
 
     # -- wiring ---------------------------------------------------------------------------
     def _ros_to_ark(self, route: Route) -> None:
-        depth = route.qos.depth if route.qos.history == "keep_last" else 1000
+        depth = _ark_queue(route)
         pub = self.node.publisher(route.ark_topic, route.converter.ark_schema, latched=route.qos.latched,
                                   queue=max(depth, 100))
         types, conv, name = self.types, route.converter, route.ros_type
+        from_cdr, publish = conv.from_cdr, pub.publish
 
         def on_sample(data: bytes, source_ns: int) -> None:
+            if from_cdr is not None:  # the hot types: CDR straight to the Ark message
+                try:
+                    msg, stamp = from_cdr(data)
+                except Exception:  # not a payload the shortcut takes: the general path decides
+                    pass
+                else:
+                    try:
+                        publish(msg, stamp_ns=stamp or source_ns or time.time_ns())
+                    except Exception as exc:
+                        route.convert_errors += 1
+                        self._warn(route, route.convert_errors, "not convertible", exc)
+                        return
+                    route.forwarded += 1
+                    return
             try:
                 ros = types.deserialize(data, name)
             except CdrError as exc:
@@ -158,7 +179,7 @@ class Bridge:
                 return
             route.forwarded += 1
 
-        depth = route.qos.depth if route.qos.history == "keep_last" else 1000
+        depth = _ark_queue(route)
         self.node.subscriber(route.ark_topic, route.converter.ark_schema, on_message, queue=depth)
 
     @staticmethod

@@ -6,6 +6,11 @@ padding, joint states, scans, point-cloud fields as strided views), so a frame g
 DDS to the Ark wire without a copy in Python. ROS header stamps become the Ark message's
 publisher stamp and back.
 
+The hottest types (``JointState``, ``Image``) also convert straight from CDR bytes
+(:attr:`Converter.from_cdr`, on :mod:`bridge_ros.cdr_fast`), skipping the rosbags message
+object; the result is the same Ark message, and anything those readers do not take goes
+the general way.
+
 Any ROS type without a dedicated converter (custom ``.msg`` types included) can travel as
 ``ark/DictArrays`` through :func:`generic_converter`: numeric array fields (outside lists)
 become named arrays ``"field.sub"``, everything else a JSON-like ``meta`` tree.
@@ -25,6 +30,7 @@ from ark.errors import ArkError
 from ark.messages import (Bool, DictArrays, Float64Array, Image, JointState, LaserScan, Pose, String, Twist,
                           schema_of)
 from bridge_ros.cdr import NUMPY_OF, RosTypes, normalize_type
+from bridge_ros.cdr_fast import read_image, read_joint_state
 from bridge_ros.messages import CameraInfo, CompressedImage, Imu, Odometry, PointCloud, TFMessage, Transform
 
 _LITTLE = sys.byteorder == "little"
@@ -36,6 +42,7 @@ class ConvertError(ArkError):
 
 ToArk = Callable[[Any], "tuple[Any, int | None]"]
 ToRos = Callable[[Any, int, RosTypes], Any]
+FromCdr = Callable[[Any], "tuple[Any, int | None]"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,9 @@ class Converter:
     ark_schema: type
     to_ark: ToArk  # ROS message → (Ark message, stamp ns or None)
     to_ros: ToRos  # (Ark message, stamp ns, type store) → ROS message
+    # Optional shortcut: CDR bytes → (Ark message, stamp ns), equal to to_ark(deserialize(bytes)).
+    # It may raise on anything it does not take; callers then use the general path.
+    from_cdr: FromCdr | None = None
 
     @property
     def ark_name(self) -> str:
@@ -157,14 +167,21 @@ _ROS_TO_ARK_ENCODING = {"32FC1": "depth32f"}
 
 
 def _image_to_ark(m: Any) -> tuple[Image, int]:
-    enc = m.encoding
+    return _image(m.encoding, int(m.height), int(m.width), int(m.step), m.data, bool(m.is_bigendian),
+                  m.header.frame_id), stamp_ns(m.header)
+
+
+def _image_from_cdr(data: Any) -> tuple[Image, int]:
+    sec, nanosec, frame_id, h, w, enc, big, step, raw = read_image(data)
+    return _image(enc, h, w, step, raw, bool(big), frame_id), sec * 1_000_000_000 + nanosec
+
+
+def _image(enc: str, h: int, w: int, step: int, raw: np.ndarray, big_endian: bool, frame_id: str) -> Image:
     if enc not in IMAGE_ENCODINGS:
         raise ConvertError(f"sensor_msgs/Image: unsupported encoding {enc!r}")
     dtype, ch = IMAGE_ENCODINGS[enc]
     dt = np.dtype(dtype)
-    h, w, step = int(m.height), int(m.width), int(m.step)
     row = w * ch * dt.itemsize
-    raw = m.data
     if step < row or raw.size < h * step - (step - row):
         raise ConvertError(f"sensor_msgs/Image: {raw.size} data bytes too few for {h}x{w} {enc} with step {step}")
     if step == row:
@@ -173,8 +190,8 @@ def _image_to_ark(m: Any) -> tuple[Image, int]:
         arr = np.lib.stride_tricks.as_strided(raw, shape=(h, row), strides=(step, 1)).view(dt).reshape(h, w, ch)
     if ch == 1:
         arr = arr.reshape(h, w)
-    arr = _native(arr, bool(m.is_bigendian))
-    return Image(data=arr, encoding=_ROS_TO_ARK_ENCODING.get(enc, enc), frame_id=m.header.frame_id), stamp_ns(m.header)
+    arr = _native(arr, big_endian)
+    return Image(data=arr, encoding=_ROS_TO_ARK_ENCODING.get(enc, enc), frame_id=frame_id)
 
 
 def _image_to_ros(a: Image, stamp: int, types: RosTypes) -> Any:
@@ -231,6 +248,11 @@ def _camera_info_to_ros(a: CameraInfo, stamp: int, types: RosTypes) -> Any:
 
 def _joint_state_to_ark(m: Any) -> tuple[JointState, int]:
     return JointState(name=list(m.name), position=m.position, velocity=m.velocity, effort=m.effort), stamp_ns(m.header)
+
+
+def _joint_state_from_cdr(data: Any) -> tuple[JointState, int]:
+    sec, nanosec, names, position, velocity, effort = read_joint_state(data)
+    return JointState(name=names, position=position, velocity=velocity, effort=effort), sec * 1_000_000_000 + nanosec
 
 
 def _joint_state_to_ros(a: JointState, stamp: int, types: RosTypes) -> Any:
@@ -467,10 +489,11 @@ def _f64_array_to_ros(a: Float64Array, stamp: int, types: RosTypes) -> Any:
 
 
 for _conv in (
-    Converter("sensor_msgs/msg/Image", Image, _image_to_ark, _image_to_ros),
+    Converter("sensor_msgs/msg/Image", Image, _image_to_ark, _image_to_ros, _image_from_cdr),
     Converter("sensor_msgs/msg/CompressedImage", CompressedImage, _compressed_to_ark, _compressed_to_ros),
     Converter("sensor_msgs/msg/CameraInfo", CameraInfo, _camera_info_to_ark, _camera_info_to_ros),
-    Converter("sensor_msgs/msg/JointState", JointState, _joint_state_to_ark, _joint_state_to_ros),
+    Converter("sensor_msgs/msg/JointState", JointState, _joint_state_to_ark, _joint_state_to_ros,
+              _joint_state_from_cdr),
     Converter("sensor_msgs/msg/LaserScan", LaserScan, _scan_to_ark, _scan_to_ros),
     Converter("sensor_msgs/msg/PointCloud2", PointCloud, _cloud_to_ark, _cloud_to_ros),
     Converter("sensor_msgs/msg/Imu", Imu, _imu_to_ark, _imu_to_ros),
