@@ -87,7 +87,8 @@ def load_streaming(f: "GGUFFile", max_memory: int | str, mode: str = "gguf", gro
     model = Transformer.from_gguf(f, mode=mode, group_size=group_size, load_layers=False)
     resident = model.nbytes
     probe = build_block(f, 0, model.args, mode, group_size)
-    per_block = sum(b.numel() * b.element_size() for b in probe.buffers())
+    per_block = (sum(b.numel() * b.element_size() for b in probe.buffers())
+                 + sum(m.nbytes for m in probe.modules() if getattr(m, "row_access", True) is False))  # w8a8's packed weights
     del probe
     window = (budget - resident) // per_block if budget > resident else 0
     if window < 2:
