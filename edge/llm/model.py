@@ -429,6 +429,10 @@ class Transformer(nn.Module):
         KV cache is fixed at ``cache_len`` positions so that the graph never recompiles."""
         if self.layer_source is not None:
             raise UnsupportedModelError("torch.compile decoding needs resident layers (not --max-memory)")
+        if any(isinstance(m, W8A8Weight) for m in self.modules()):
+            # FBGEMM's packed weights are opaque to the tracer; w8a8 is the fast eager path already.
+            raise UnsupportedModelError("torch.compile decoding does not take w8a8 weights; use --mode w8a8 "
+                                        "without --compile, or --compile with gguf/float/int8/int4")
         self.static_cache_len = min(cache_len, self.args.context_length)
         self.decode_fn = torch.compile(self.decode_static, dynamic=False, fullgraph=True)
 
