@@ -53,8 +53,30 @@ def test_streamed_model_matches_resident_model_within_budget() -> None:
         assert llm.chat(MESSAGES, max_new_tokens=10) == "The capital of France is Paris."
 
 
+def test_a_budget_below_the_token_table_leaves_the_table_on_disk_too() -> None:
+    """12 MB is less than SmolLM2's 30 MB token table: lookups and the tied head read it from
+    the file a slice at a time, and the answer does not change."""
+    from edge.llm.stream import DiskRows
+
+    resident = LLM.load().model.tok_embeddings
+    with LLM.load(max_memory="12MB") as llm:
+        m = llm.model
+        assert isinstance(m.tok_embeddings, DiskRows) and m.output is m.tok_embeddings
+        assert m.streamer.window >= 2 and m.weight_bytes <= parse_size("12MB")
+        assert llm.chat(MESSAGES, max_new_tokens=10) == "The capital of France is Paris."
+        tokens = torch.tensor([[5, 9], [9, 49151]])
+        torch.testing.assert_close(m.tok_embeddings.dequantize_rows(tokens),
+                                   resident.dequantize_rows(tokens.reshape(-1)).reshape(2, 2, -1))
+        torch.testing.assert_close(m.tok_embeddings.dequantize_rows(slice(100, 103)),
+                                   resident.dequantize_rows(slice(100, 103)))
+        x = torch.randn(2, m.args.dim)
+        torch.testing.assert_close(m.output(x), resident(x))  # the head, slice by slice
+        with pytest.raises(LLMError, match=r"rows 5:3 of tensor token_embd.weight"):
+            llm.gguf.read_rows("token_embd.weight", 5, 3)
+
+
 def test_budget_too_small_is_a_clear_error() -> None:
     with pytest.raises(MemoryBudgetError) as e:
-        LLM.load(max_memory="20MB")
+        LLM.load(max_memory="3MB")
     msg = str(e.value)
     assert "too small" in msg and "at least" in msg and "\n" not in msg

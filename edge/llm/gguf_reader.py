@@ -96,18 +96,25 @@ class GGUFFile:
     def read(self, name: str) -> np.ndarray:
         """The tensor's bytes as stored (uint8 for block types, the float dtype otherwise), shaped (rows, ...)."""
         info = self.check_type(name)
-        buf = np.empty(info.nbytes, dtype=np.uint8)
-        got = os.preadv(self._fd, [memoryview(buf)], info.offset)
-        if got != info.nbytes:
-            raise GGUFError(f"{self.path}: short read of tensor {name} ({got} of {info.nbytes} bytes)")
+        buf = self._pread(info, info.offset, info.nbytes)
         rows = int(np.prod(info.shape[:-1])) if len(info.shape) > 1 else 1
-        if info.ggml_type == "F32":
-            return buf.view(np.float32).reshape(info.shape)
-        if info.ggml_type == "F16":
-            return buf.view(np.float16).reshape(info.shape)
-        if info.ggml_type == "BF16":
-            return buf.view(np.uint16).reshape(info.shape)
-        return buf.reshape(rows, -1)
+        return _typed(buf, info.ggml_type, info.shape, rows)
+
+    def read_rows(self, name: str, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` of a 2-D tensor, as ``read`` would give them, reading only their bytes."""
+        info = self.check_type(name)
+        if len(info.shape) != 2 or not 0 <= start <= stop <= info.shape[0]:
+            raise GGUFError(f"{self.path.name}: rows {start}:{stop} of tensor {name} {info.shape} do not exist")
+        row_bytes = info.nbytes // info.shape[0]
+        buf = self._pread(info, info.offset + start * row_bytes, (stop - start) * row_bytes)
+        return _typed(buf, info.ggml_type, (stop - start, info.shape[1]), stop - start)
+
+    def _pread(self, info: "TensorInfo", offset: int, nbytes: int) -> np.ndarray:
+        buf = np.empty(nbytes, dtype=np.uint8)
+        got = os.preadv(self._fd, [memoryview(buf)], offset) if nbytes else 0
+        if got != nbytes:
+            raise GGUFError(f"{self.path}: short read of tensor {info.name} ({got} of {nbytes} bytes)")
+        return buf
 
     def close(self) -> None:
         if getattr(self, "_fd", None) is not None:
@@ -119,6 +126,17 @@ class GGUFFile:
             self.close()
         except Exception:
             pass
+
+
+def _typed(buf: np.ndarray, ggml_type: str, shape: tuple[int, ...], rows: int) -> np.ndarray:
+    """Raw tensor bytes viewed as the file stores them: the float dtype, or uint8 rows of blocks."""
+    if ggml_type == "F32":
+        return buf.view(np.float32).reshape(shape)
+    if ggml_type == "F16":
+        return buf.view(np.float16).reshape(shape)
+    if ggml_type == "BF16":
+        return buf.view(np.uint16).reshape(shape)
+    return buf.reshape(rows, -1)
 
 
 _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}

@@ -307,8 +307,10 @@ class Transformer(nn.Module):
         self.caches: list[KVCache] = []
 
     @classmethod
-    def from_gguf(cls, f: "GGUFFile", mode: str = "gguf", group_size: int = 32, load_layers: bool = True) -> "Transformer":
-        """Build the model from a GGUF file; ``load_layers=False`` leaves blocks to a streamer."""
+    def from_gguf(cls, f: "GGUFFile", mode: str = "gguf", group_size: int = 32, load_layers: bool = True,
+                  table: Callable[[str], QuantWeight] | None = None) -> "Transformer":
+        """Build the model from a GGUF file; ``load_layers=False`` leaves blocks to a streamer, and
+        ``table(name)`` supplies the token table and head instead of reading them (``stream.DiskRows``)."""
         if mode == "w8a8" and load_layers:
             from edge.llm.tokenizer import Tokenizer
 
@@ -322,6 +324,11 @@ class Transformer(nn.Module):
         # 4-bit embeddings and head cost a small model its answers (SmolLM2 at int4 stops naming
         # Paris): like llama.cpp's Q4 files, int4 mode keeps them at 8 bits.
         head_mode = "int8" if mode == "int4" else mode
+        if table is not None:
+            emb = table("token_embd.weight")
+            output = table("output.weight") if "output.weight" in f.tensors else emb
+            norm, factors = cls._norm_and_rope(f, args)
+            return cls(args, emb, [None] * args.n_layer, norm, output, factors)
         info = f.check_type("token_embd.weight")
         file_emb = from_gguf(info.ggml_type, f.read(info.name), info.shape)
         emb = quantize_weight(file_emb, head_mode, group_size)
@@ -334,14 +341,20 @@ class Transformer(nn.Module):
             # A packed format (w8a8) cannot hand out single rows: lookups read the file's copy
             # (a tied head then holds the table twice, ~30 MB more for SmolLM2).
             emb = file_emb
+        norm, factors = cls._norm_and_rope(f, args)
+        layers = [build_block(f, i, args, mode, group_size) if load_layers else None for i in range(args.n_layer)]
+        return cls(args, emb, layers, norm, output, factors)
+
+    @staticmethod
+    def _norm_and_rope(f: "GGUFFile", args: ModelArgs) -> tuple[RMSNorm, torch.Tensor | None]:
+        """The final norm and the optional rotary frequency factors."""
         ninfo = f.check_type("output_norm.weight")
         norm = RMSNorm(float_tensor(ninfo.ggml_type, f.read(ninfo.name)), args.norm_eps)
         factors = None
         if "rope_freqs.weight" in f.tensors:
             finfo = f.check_type("rope_freqs.weight")
             factors = float_tensor(finfo.ggml_type, f.read(finfo.name))
-        layers = [build_block(f, i, args, mode, group_size) if load_layers else None for i in range(args.n_layer)]
-        return cls(args, emb, layers, norm, output, factors)
+        return norm, factors
 
     @classmethod
     @torch.inference_mode()

@@ -1,13 +1,17 @@
 """Memory-capped inference: stream layer weights from disk through a sliding window (TPI-LLM).
 
-The token embedding/head and the norms stay resident; the blocks do not. A window of ``w``
-blocks is held at a time: while block ``i`` computes, a prefetch thread reads block
-``i + w - 1`` from the GGUF file (``os.preadv`` releases the GIL, so reading overlaps the
-matmuls). After block ``i`` runs it is dropped and its memory goes back to the OS. The
-window wraps around: the first blocks of the next token load while the last ones compute.
+The norms stay resident, and the token embedding/head too when it fits beside two blocks;
+the blocks do not. A window of ``w`` blocks is held at a time: while block ``i`` computes,
+a prefetch thread reads block ``i + w - 1`` from the GGUF file (``os.preadv`` releases the
+GIL, so reading overlaps the matmuls). After block ``i`` runs it is dropped and its memory
+goes back to the OS. The window wraps around: the first blocks of the next token load while
+the last ones compute.
 
 ``w`` follows from the budget: (budget - resident weights) // bytes of one block, at
-least 2 (one computing, one loading); a smaller budget is a MemoryBudgetError.
+least 2 (one computing, one loading). When the token table would leave fewer than two
+blocks (it is ~30 % of SmolLM2 and most of a small budget), it stays on disk as well
+(``DiskRows``): a lookup reads the prompt's rows, the head reads a few MB of rows at a time.
+A budget below the norms plus two blocks is a MemoryBudgetError.
 
     model = load_streaming(GGUFFile(path), "48MB")
     model.streamer.stats()    # window, loads, seconds loading, seconds the compute waited
@@ -20,12 +24,60 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
-from edge.llm.errors import MemoryBudgetError
+import torch
+
+from edge.llm.errors import MemoryBudgetError, UnsupportedModelError
 from edge.llm.memory import format_size, parse_size
 from edge.llm.model import ModelArgs, Transformer, TransformerBlock, build_block
+from edge.llm.quantize import QuantWeight, from_gguf
 
 if TYPE_CHECKING:
     from edge.llm.gguf_reader import GGUFFile
+
+
+class DiskRows(QuantWeight):
+    """A [N, K] weight left in the GGUF file (the token table and tied head under a tight budget).
+
+    ``dequantize_rows`` reads just the rows asked for (the prompt's tokens); a matmul reads
+    ``read_bytes`` of rows at a time and multiplies them in the file's format, so only one
+    such slice is ever in memory. Reads come from the OS page cache after the first token.
+    """
+
+    def __init__(self, f: "GGUFFile", name: str, read_bytes: int = 4 << 20) -> None:
+        super().__init__()
+        info = f.check_type(name)
+        if len(info.shape) != 2:
+            raise UnsupportedModelError(f"{f.path.name}: tensor {name} is not a matrix ({info.shape})")
+        self.f, self.name, self.ggml_type = f, name, info.ggml_type
+        self.out_features, self.in_features = info.shape
+        self.step = max(1, read_bytes // (info.nbytes // self.out_features))
+
+    @property
+    def nbytes(self) -> int:
+        return 0  # nothing resident
+
+    def _rows(self, start: int, stop: int) -> QuantWeight:
+        return from_gguf(self.ggml_type, self.f.read_rows(self.name, start, stop), (stop - start, self.in_features))
+
+    def dequantize_rows(self, rows: slice | torch.Tensor) -> torch.Tensor:
+        if isinstance(rows, slice):
+            start, stop, stride = rows.indices(self.out_features)
+            w = self._rows(start, max(start, stop)).dequantize()
+            return w if stride == 1 else w[::stride]
+        ids = rows.reshape(-1).tolist()
+        uniq = sorted(set(ids))
+        got = dict(zip(uniq, (self._rows(i, i + 1).dequantize()[0] for i in uniq)))
+        return torch.stack([got[i] for i in ids]).reshape(*rows.shape, self.in_features)
+
+    def matmul(self, x: torch.Tensor) -> torch.Tensor:
+        out = x.new_empty(x.shape[0], self.out_features)
+        for r0 in range(0, self.out_features, self.step):
+            r1 = min(self.out_features, r0 + self.step)
+            out[:, r0:r1] = self._rows(r0, r1).matmul(x)
+        return out
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features} -> {self.out_features}, {self.ggml_type} on disk"
 
 
 class LayerStreamer:
@@ -84,12 +136,18 @@ class LayerStreamer:
 def load_streaming(f: "GGUFFile", max_memory: int | str, mode: str = "gguf", group_size: int = 32) -> Transformer:
     """A model whose blocks are streamed from ``f`` so that weights stay within ``max_memory`` bytes."""
     budget = parse_size(max_memory)
-    model = Transformer.from_gguf(f, mode=mode, group_size=group_size, load_layers=False)
-    resident = model.nbytes
-    probe = build_block(f, 0, model.args, mode, group_size)
+    args = ModelArgs.from_gguf(f)
+    probe = build_block(f, 0, args, mode, group_size)
     per_block = (sum(b.numel() * b.element_size() for b in probe.buffers())
                  + sum(m.nbytes for m in probe.modules() if getattr(m, "row_access", True) is False))  # w8a8's packed weights
     del probe
+    # The token table (and head) as the file stores them: when they would leave fewer than two
+    # blocks of the budget they stay on disk too, decided before anything of them is read.
+    table = sum(f.tensors[n].nbytes for n in ("token_embd.weight", "output.weight") if n in f.tensors)
+    on_disk = budget < table + 2 * per_block
+    model = Transformer.from_gguf(f, mode=mode, group_size=group_size, load_layers=False,
+                                  table=(lambda name: DiskRows(f, name)) if on_disk else None)
+    resident = model.nbytes
     window = (budget - resident) // per_block if budget > resident else 0
     if window < 2:
         raise MemoryBudgetError(
