@@ -75,8 +75,15 @@ def test_a_budget_below_the_token_table_leaves_the_table_on_disk_too() -> None:
             llm.gguf.read_rows("token_embd.weight", 5, 3)
 
 
+def test_a_one_block_budget_streams_without_overlap_and_still_answers(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING"), LLM.load(max_memory="3MB") as llm:
+        assert llm.model.streamer.window == 1
+        assert llm.chat(MESSAGES, max_new_tokens=10) == "The capital of France is Paris."
+    assert "one block at a time" in caplog.text
+
+
 def test_budget_too_small_is_a_clear_error() -> None:
     with pytest.raises(MemoryBudgetError) as e:
-        LLM.load(max_memory="3MB")
+        LLM.load(max_memory="1MB")
     msg = str(e.value)
     assert "too small" in msg and "at least" in msg and "\n" not in msg

@@ -110,7 +110,7 @@ class GGUFFile:
         return _typed(buf, info.ggml_type, (stop - start, info.shape[1]), stop - start)
 
     def _pread(self, info: "TensorInfo", offset: int, nbytes: int) -> np.ndarray:
-        buf = np.empty(nbytes, dtype=np.uint8)
+        buf = np.empty(nbytes, dtype=np.uint8)  # transient: the weights copy what they keep
         got = os.preadv(self._fd, [memoryview(buf)], offset) if nbytes else 0
         if got != nbytes:
             raise GGUFError(f"{self.path}: short read of tensor {info.name} ({got} of {nbytes} bytes)")

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import mmap
 import os
 import re
 import resource
+import threading
+
+import numpy as np
 
 from edge.llm.errors import LLMError
 
@@ -97,3 +101,38 @@ class load_phase:
             # (trim) high too, or every freed scratch buffer is returned and faulted back in.
             self._libc.mallopt(self.M_MMAP_THRESHOLD, 64 << 20)
             self._libc.mallopt(self.M_TRIM_THRESHOLD, 256 << 20)
+
+
+_mapped = threading.local()
+MAPPED_MIN_BYTES = 64 << 10  # smaller buffers are not worth a mapping of their own
+# Pre-fault the pages in one call (Linux): the buffer is written at once anyway, and a fault
+# per 4 KiB page made streamed loads slower.
+_MAP_FLAGS = mmap.MAP_PRIVATE | getattr(mmap, "MAP_ANONYMOUS", 0x20) | getattr(mmap, "MAP_POPULATE", 0)
+
+
+class mapped_allocations:
+    """Within this context, on this thread only, weight buffers made through :func:`empty_bytes`
+    get an anonymous memory map of their own, unmapped when the buffer is freed.
+
+    For the blocks a memory-capped model streams: read, used and dropped every token, on the
+    heap they fragment it and the heap keeps growing. Measured on a 4-layer synthetic model
+    with 54 MiB blocks, peak RSS above the runtime: 192 -> 174 MiB under a 128 MB budget (same
+    decode speed) and 159 -> 136 MiB under 64 MB. The compute's scratch stays on the heap,
+    where reusing it is fast: making glibc map every allocation over 1 MiB instead made decode
+    3-4x slower.
+    """
+
+    def __enter__(self) -> "mapped_allocations":
+        self._outer = getattr(_mapped, "on", False)
+        _mapped.on = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _mapped.on = self._outer
+
+
+def empty_bytes(n: int) -> np.ndarray:
+    """An uninitialised uint8 buffer of ``n`` bytes: mapped inside ``mapped_allocations``."""
+    if n >= MAPPED_MIN_BYTES and getattr(_mapped, "on", False):
+        return np.frombuffer(mmap.mmap(-1, n, flags=_MAP_FLAGS), dtype=np.uint8)
+    return np.empty(n, dtype=np.uint8)

@@ -39,6 +39,7 @@ from torch import nn
 
 from ark import kernels
 from edge.llm.errors import UnsupportedQuantError
+from edge.llm.memory import empty_bytes
 
 # Rows are dequantised (and re-quantised by quantize_weight) this many weights at a time: big
 # enough to amortise Python overhead, small enough to stay in the L2 cache of a small CPU.
@@ -115,7 +116,10 @@ class GGUFBlockWeight(QuantWeight):
         self.register_buffer("d", self._plane(0, 2).view(torch.float16)[..., 0])
 
     def _plane(self, start: int, stop: int) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(self._raw[..., start:stop]))
+        src = self._raw[..., start:stop]
+        dst = empty_bytes(src.size).reshape(src.shape)
+        np.copyto(dst, src)
+        return torch.from_numpy(dst)
 
 
 class Q8_0Weight(GGUFBlockWeight):
@@ -442,7 +446,11 @@ def fuse_rows(weights: list[QuantWeight]) -> QuantWeight:
         if not key.startswith("_"):
             setattr(fused, key, value)
     for name in first._buffers:
-        fused.register_buffer(name, torch.cat([w._buffers[name] for w in weights]))
+        parts = [w._buffers[name] for w in weights]
+        shape = (sum(p.shape[0] for p in parts), *parts[0].shape[1:])
+        nbytes = parts[0].element_size() * int(np.prod(shape))
+        out = torch.from_numpy(empty_bytes(nbytes)).view(parts[0].dtype).reshape(shape)
+        fused.register_buffer(name, torch.cat(parts, out=out))
     fused.out_features = sum(w.out_features for w in weights)
     return fused
 

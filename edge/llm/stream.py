@@ -7,11 +7,13 @@ GIL, so reading overlaps the matmuls). After block ``i`` runs it is dropped and 
 goes back to the OS. The window wraps around: the first blocks of the next token load while
 the last ones compute.
 
-``w`` follows from the budget: (budget - resident weights) // bytes of one block, at
-least 2 (one computing, one loading). When the token table would leave fewer than two
-blocks (it is ~30 % of SmolLM2 and most of a small budget), it stays on disk as well
-(``DiskRows``): a lookup reads the prompt's rows, the head reads a few MB of rows at a time.
-A budget below the norms plus two blocks is a MemoryBudgetError.
+``w`` follows from the budget: (budget - resident weights) // bytes of one block; 2 or more
+let loading overlap the compute (one block computing, one loading), 1 works without overlap.
+When the token table would leave fewer than two blocks (it is ~30 % of SmolLM2 and most of
+a small budget), it stays on disk as well (``DiskRows``): a lookup reads the prompt's rows,
+the head reads a few MB of rows at a time. Streamed blocks live in memory maps of their own
+(``memory.mapped_allocations``), so dropping one gives its memory back to the OS at once. A
+budget below the norms plus one block is a MemoryBudgetError.
 
     model = load_streaming(GGUFFile(path), "48MB")
     model.streamer.stats()    # window, loads, seconds loading, seconds the compute waited
@@ -19,6 +21,7 @@ A budget below the norms plus two blocks is a MemoryBudgetError.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -27,9 +30,11 @@ from typing import TYPE_CHECKING
 import torch
 
 from edge.llm.errors import MemoryBudgetError, UnsupportedModelError
-from edge.llm.memory import format_size, parse_size
+from edge.llm.memory import format_size, mapped_allocations, parse_size
 from edge.llm.model import ModelArgs, Transformer, TransformerBlock, build_block
 from edge.llm.quantize import QuantWeight, from_gguf
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from edge.llm.gguf_reader import GGUFFile
@@ -96,7 +101,8 @@ class LayerStreamer:
 
     def _load(self, i: int) -> TransformerBlock:
         t0 = time.perf_counter()
-        blk = build_block(self.f, i, self.args, self.mode, self.group_size)
+        with mapped_allocations():  # off the heap: blocks come and go every token
+            blk = build_block(self.f, i, self.args, self.mode, self.group_size)
         dt = time.perf_counter() - t0
         with self._lock:
             self.loads += 1
@@ -149,11 +155,20 @@ def load_streaming(f: "GGUFFile", max_memory: int | str, mode: str = "gguf", gro
                                   table=(lambda name: DiskRows(f, name)) if on_disk else None)
     resident = model.nbytes
     window = (budget - resident) // per_block if budget > resident else 0
-    if window < 2:
+    if window < 1:
         raise MemoryBudgetError(
             f"--max-memory {format_size(budget)} is too small: resident weights take {format_size(resident)} "
-            f"and streaming needs two blocks of {format_size(per_block)} (at least "
-            f"{format_size(resident + 2 * per_block)})")
+            f"and streaming needs one block of {format_size(per_block)} (at least "
+            f"{format_size(resident + per_block)}; two blocks, {format_size(resident + 2 * per_block)}, "
+            f"let loading overlap the compute)")
+    if window < 2:
+        log.warning("--max-memory %s holds one block at a time: every block is read while the compute waits "
+                    "(%s lets loading overlap the compute)", format_size(budget), format_size(resident + 2 * per_block))
+    # Dequantisation scratch counts against memory too: a quarter-million weights at a time
+    # (1 MiB of float32) instead of two million (process-wide; see limit_scratch).
+    from ark.kernels import reference
+
+    reference.limit_scratch(1 << 18)
     streamer = LayerStreamer(f, model.args, int(window), mode, group_size)
     model.streamer = streamer  # type: ignore[attr-defined]
     model.layer_source = streamer.get
