@@ -98,7 +98,7 @@ class GGUFFile:
         info = self.check_type(name)
         buf = self._pread(info, info.offset, info.nbytes)
         rows = int(np.prod(info.shape[:-1])) if len(info.shape) > 1 else 1
-        return _typed(buf, info.ggml_type, info.shape, rows)
+        return as_stored(buf, info.ggml_type, info.shape, rows)
 
     def read_rows(self, name: str, start: int, stop: int) -> np.ndarray:
         """Rows ``start:stop`` of a 2-D tensor, as ``read`` would give them, reading only their bytes."""
@@ -107,7 +107,7 @@ class GGUFFile:
             raise GGUFError(f"{self.path.name}: rows {start}:{stop} of tensor {name} {info.shape} do not exist")
         row_bytes = info.nbytes // info.shape[0]
         buf = self._pread(info, info.offset + start * row_bytes, (stop - start) * row_bytes)
-        return _typed(buf, info.ggml_type, (stop - start, info.shape[1]), stop - start)
+        return as_stored(buf, info.ggml_type, (stop - start, info.shape[1]), stop - start)
 
     def _pread(self, info: "TensorInfo", offset: int, nbytes: int) -> np.ndarray:
         buf = np.empty(nbytes, dtype=np.uint8)  # transient: the weights copy what they keep
@@ -128,7 +128,7 @@ class GGUFFile:
             pass
 
 
-def _typed(buf: np.ndarray, ggml_type: str, shape: tuple[int, ...], rows: int) -> np.ndarray:
+def as_stored(buf: np.ndarray, ggml_type: str, shape: tuple[int, ...], rows: int) -> np.ndarray:
     """Raw tensor bytes viewed as the file stores them: the float dtype, or uint8 rows of blocks."""
     if ggml_type == "F32":
         return buf.view(np.float32).reshape(shape)

@@ -41,6 +41,7 @@ import zmq
 from torch import nn
 
 from edge.llm.errors import PeerTimeoutError, TensorParallelError
+from edge.llm.gguf_reader import as_stored
 from edge.llm.model import (Attention, FeedForward, ModelArgs, RMSNorm, Transformer, TransformerBlock,
                             block_tensor_names)
 from edge.llm.quantize import float_tensor, from_gguf, gguf_slice, quantize_weight
@@ -444,7 +445,8 @@ def worker_main(connect: str, rank: int, threads: int) -> int:
             layers[h["layer"]][h["role"]] = (h["type"], tuple(h["shape"]), np.frombuffer(frames[2].buffer, np.uint8).copy())
         blocks = []
         for i in range(args.n_layer):
-            tensors = {role: (t, shape, _view(t, shape, raw)) for role, (t, shape, raw) in layers[i].items()}
+            # Received bytes viewed as GGUFFile.read returns them.
+            tensors = {role: (t, shape, as_stored(raw, t, shape, shape[0])) for role, (t, shape, raw) in layers[i].items()}
             blk = block_from_shards(tensors, args, mode, group_size)
             _hook_allreduce(blk, comm)
             blocks.append(blk)
@@ -478,17 +480,6 @@ def worker_main(connect: str, rank: int, threads: int) -> int:
             except TensorParallelError as exc:
                 print(f"ark llm tp rank {rank}: {exc}", file=sys.stderr)
                 return 2
-
-
-def _view(ggml_type: str, shape: tuple, raw: np.ndarray) -> np.ndarray:
-    """Received bytes as ``GGUFFile.read`` returns them."""
-    if ggml_type == "F32":
-        return raw.view(np.float32).reshape(shape)
-    if ggml_type == "F16":
-        return raw.view(np.float16).reshape(shape)
-    if ggml_type == "BF16":
-        return raw.view(np.uint16).reshape(shape)
-    return raw.reshape(shape[0], -1)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
