@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
+import time
 from typing import TYPE_CHECKING, Any, Callable
 
 import msgpack
@@ -24,6 +25,10 @@ if TYPE_CHECKING:
     from ark.node import Node
 
 log = logging.getLogger("ark.service")
+
+# A call unanswered this long asks the registry once whether its service moved (a restarted
+# server has new endpoints; without the check the call waited out its whole timeout there).
+RECHECK_S = 0.2
 
 
 class ServiceServer:
@@ -113,6 +118,14 @@ class ServiceClient:
             sock.connect(endpoint)
             self._sock, self._endpoint = sock, endpoint
 
+    def _moved(self) -> bool:
+        """Whether the registry now lists the service at another endpoint than the one in use."""
+        try:
+            entry = self.node.registry.request("lookup_service", service=self.name)["service"]
+        except (RegistryError, ArkError):
+            return False  # gone or unreachable for now: keep waiting on the old endpoint
+        return self.node.pick_endpoint(entry) != self._endpoint
+
     def _reset(self) -> None:
         if self._sock is not None:
             self._sock.close(0)
@@ -127,10 +140,24 @@ class ServiceClient:
                 self._resolve()
             assert self._sock is not None
             rid = str(next(self._ids)).encode()
-            self._sock.send_multipart([b"", rid, *encode(self.name.encode(), request, 0, 0, self.node.id)], copy=False)
-            deadline_ms = int(timeout * 1000)
+            frames_out = [b"", rid, *encode(self.name.encode(), request, 0, 0, self.node.id)]
+            self._sock.send_multipart(frames_out, copy=False)
+            deadline = time.monotonic() + timeout
+            rechecked = False
             while True:
-                if not self._sock.poll(deadline_ms, zmq.POLLIN):
+                left = deadline - time.monotonic()
+                # No answer soon: ask the registry once whether the service moved (a restarted
+                # server binds new endpoints), and if so send there, within this call's deadline.
+                wait = left if rechecked else min(left, RECHECK_S)
+                if left <= 0 or not self._sock.poll(max(0, int(wait * 1000)), zmq.POLLIN):
+                    if not rechecked and left > 0:
+                        rechecked = True
+                        if self._moved():
+                            self._resolve()
+                            self._sock.send_multipart(frames_out, copy=False)
+                        continue
+                    if time.monotonic() < deadline:
+                        continue
                     self._reset()  # the server may be gone: resolve again next time
                     raise ServiceTimeout(f"service {self.name} did not answer within {timeout:g}s")
                 frames = self._sock.recv_multipart(copy=False)

@@ -79,6 +79,8 @@ class NodeBackend(RobotBackend):
                                         ) from None
                 time.sleep(0.05)
             except ServiceError as exc:
+                if what == "step" and self._replaced(what):  # a new driver process knows no episode
+                    raise DriverError(f"driver {self.driver!r} restarted during the episode; call reset()") from None
                 raise DriverError(f"driver {self.driver!r} failed {what}: {exc}") from None
 
     def _provider(self, what: str) -> str | None:
@@ -89,8 +91,8 @@ class NodeBackend(RobotBackend):
             return None
 
     def _replaced(self, what: str) -> bool:
-        # The service client stays connected to the endpoint it first resolved, so a driver that
-        # restarted under the same name costs one timeout; say so rather than "stalled".
+        # A driver that restarted under the same name: the service client follows it to its new
+        # endpoint (or, if the registry lagged, times out once); say so rather than "stalled".
         now = self._provider(what)
         return now is not None and self._providers.get(what) not in (None, now)
 

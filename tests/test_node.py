@@ -43,6 +43,24 @@ def test_service_call_roundtrip_errors_and_timeouts(cfg):
     server.shutdown(), caller.shutdown()
 
 
+def test_a_call_follows_a_restarted_server_to_its_new_endpoint(cfg):
+    """A restarted server binds new endpoints; the client's next call finds them through the
+    registry within the same call instead of timing out once on the old ones."""
+    caller = Node("caller", config=cfg)
+    client = caller.client("/shout", String, Result)
+    first = Node("server", config=cfg).start()
+    first.service("/shout", String, Result, lambda r: Result(True, "first " + r.data))
+    assert client.call(String("hi")).message == "first hi"
+    first.shutdown()
+    second = Node("server", config=cfg).start()
+    second.service("/shout", String, Result, lambda r: Result(True, "second " + r.data))
+    try:
+        assert client.call(String("hi"), timeout=3.0).message == "second hi"
+        assert client.call(String("again")).message == "second again"
+    finally:
+        second.shutdown(), caller.shutdown()
+
+
 def test_two_nodes_cannot_serve_the_same_name(cfg):
     a, b = Node("a", config=cfg), Node("b", config=cfg)
     a.service("/svc", Empty, Result, lambda r: Result())
