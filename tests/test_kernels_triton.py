@@ -31,7 +31,7 @@ import torch
 
 from ark.kernels import reference
 
-pytest.importorskip("triton", reason="Triton is not installed (pip install -e '.[gpu]'); its kernels are not tested")
+pytest.importorskip("triton", reason="Triton, the GPU kernel compiler, is not installed (extra [gpu]: Linux x86_64 wheels only)")
 
 INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
 HALF = [torch.float16, torch.bfloat16]
