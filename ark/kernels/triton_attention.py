@@ -26,6 +26,25 @@ LOG2E = 1.4426950408889634
 
 
 @triton.jit
+def online_softmax_step(s, v, m_i, l_i, acc, UPCAST: tl.constexpr, EMULATE_BF16: tl.constexpr):
+    """Fold one block of keys into the running row max ``m_i``, sum ``l_i`` and output ``acc``
+    of FlashAttention's online softmax; ``s`` holds the block's masked scores in log2 units.
+    Shared by the prefill and the split-KV decode kernels."""
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    # A row that has seen no visible key yet keeps m = -inf; subtracting 0 instead avoids inf - inf.
+    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+    p = tl.exp2(s - m_safe[:, None])
+    alpha = tl.exp2(m_i - m_safe)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None]
+    p = round_to(p, v.dtype, EMULATE_BF16)
+    if UPCAST:
+        p = p.to(tl.float32)
+        v = v.to(tl.float32)
+    return tl.dot(p, v, acc), l_i, m_new
+
+
+@triton.jit
 def _attn_block(acc, l_i, m_i, q, qk_scale, k_base, v_base, stride_kn, stride_vn, offs_m, offs_d, lo, hi, n_keys, diag,
                 BLOCK_N: tl.constexpr, MASKED: tl.constexpr, EVEN_N: tl.constexpr, UPCAST: tl.constexpr,
                 EMULATE_BF16: tl.constexpr):
@@ -48,19 +67,7 @@ def _attn_block(acc, l_i, m_i, q, qk_scale, k_base, v_base, stride_kn, stride_vn
             s = tl.where(keep, s, float("-inf"))
         elif not EVEN_N:
             s = tl.where(offs_n[None, :] < n_keys, s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        # A row that has seen no visible key yet keeps m = -inf; subtracting 0 instead avoids inf - inf.
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        p = tl.exp2(s - m_safe[:, None])
-        alpha = tl.exp2(m_i - m_safe)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None]
-        p = round_to(p, v.dtype, EMULATE_BF16)
-        if UPCAST:
-            p = p.to(tl.float32)
-            v = v.to(tl.float32)
-        acc = tl.dot(p, v, acc)
-        m_i = m_new
+        acc, l_i, m_i = online_softmax_step(s, v, m_i, l_i, acc, UPCAST, EMULATE_BF16)
     return acc, l_i, m_i
 
 

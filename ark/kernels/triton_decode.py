@@ -20,6 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ark.kernels.triton_attention import online_softmax_step
 from ark.kernels.triton_bf16 import round_to
 
 
@@ -70,18 +71,7 @@ def _decode_split(Q, K, V, SeqLens, BlockTable, PartO, PartLse, sm_scale,
             k = k.to(tl.float32)
         s = tl.dot(q, k) * qk_scale
         s = tl.where(n_mask[None, :], s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        p = tl.exp2(s - m_safe[:, None])
-        alpha = tl.exp2(m_i - m_safe)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None]
-        p = round_to(p, v.dtype, EMULATE_BF16)
-        if UPCAST:
-            p = p.to(tl.float32)
-            v = v.to(tl.float32)
-        acc = tl.dot(p, v, acc)
-        m_i = m_new
+        acc, l_i, m_i = online_softmax_step(s, v, m_i, l_i, acc, UPCAST, EMULATE_BF16)
     # Normalise the partial here: the merge then needs only the log-sum-exp (base 2) of each split.
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)
     out = acc / l_safe[:, None]

@@ -113,6 +113,16 @@ class _Bar:
         self.bar.close()
 
 
+def _update(opt: torch.optim.Optimizer, sched: Any, bar: "_Bar", loss: torch.Tensor) -> None:
+    """One optimiser step on ``loss`` (and the schedule's, if any), reported to the progress bar."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    if sched is not None:
+        sched.step()
+    bar.step(loss.item())
+
+
 # -- stages -------------------------------------------------------------------------------
 def train_teacher(cfg: SplitConfig, train: Split, progress: bool = True) -> Teacher:
     """Stage 1: the teacher on the object frames of ``train``."""
@@ -126,11 +136,7 @@ def train_teacher(cfg: SplitConfig, train: Split, progress: bool = True) -> Teac
     teacher.train()
     for idx in _batches(len(train), t.batch, t.teacher_epochs, rng):
         loss = _task_loss(teacher(preprocess(train.images[idx])), _labels(train, idx))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        bar.step(loss.item())
+        _update(opt, sched, bar, loss)
     bar.close()
     return teacher.eval()
 
@@ -157,11 +163,7 @@ def distill(cfg: SplitConfig, teacher: Teacher, train: Split, progress: bool = T
         ks = sandwich(k_max, prng)
         zs = student.head.latent_all(x, ks)
         loss = sum(F.mse_loss(student.tail.decoder(z, k), target) for z, k in zip(zs, ks)) / len(ks)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        bar.step(loss.item())
+        _update(opt, sched, bar, loss)
     bar.close()
     return student.eval()
 
@@ -221,11 +223,7 @@ def finetune(cfg: SplitConfig, student: Student, train: Split, progress: bool = 
             else:
                 loss = loss + 0.5 * _task_loss(out, y) + 0.5 * _soft_loss(out, ref)
         loss = loss / len(ks)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        bar.step(loss.item())
+        _update(opt, sched, bar, loss)
     bar.close()
     return student.eval()
 
@@ -241,10 +239,7 @@ def train_filter(cfg: SplitConfig, student: Student, train: Split, progress: boo
     for idx in _batches(len(train), t.batch, t.filter_epochs, rng):
         loss = F.binary_cross_entropy_with_logits(f(preprocess(train.images[idx])),
                                                   torch.as_tensor(train.present[idx], dtype=torch.float32))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        bar.step(loss.item())
+        _update(opt, None, bar, loss)
     bar.close()
     f.eval()
 
