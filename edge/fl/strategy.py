@@ -233,7 +233,51 @@ class FedProx(Strategy):
         return {"prox_mu": self.prox_mu}
 
 
-class FedAvgM(Strategy):
+class ClientMomentum:
+    """Client momentum (Cheng et al. 2024) for a strategy: each round's clients get ``momentum``
+    and ``beta`` in their instructions; the server folds each client's mean local direction
+    ``-delta / (lr * steps)`` and makes the weighted mean the next round's momentum. A mixin
+    before the base strategy (every method defers to ``super()``)."""
+
+    def __init__(self, params: np.ndarray, *, beta: float = 0.5, **kw: Any) -> None:
+        super().__init__(params, **kw)  # type: ignore[call-arg]
+        if not 0 < beta <= 1:
+            raise FLConfigError(f"beta: expected 0 < beta <= 1, got {beta}")
+        self.beta = float(beta)
+        self.momentum: np.ndarray | None = None
+
+    def instructions(self, client_id: str) -> dict[str, Any]:
+        ins = super().instructions(client_id)  # type: ignore[misc]
+        if self.momentum is not None:
+            ins.update(momentum=self.momentum, beta=self.beta)
+        return ins
+
+    def _fold_extra(self, update: ClientUpdate) -> None:
+        super()._fold_extra(update)  # type: ignore[misc]
+        scale = -1.0 / (update.lr * max(update.steps, 1))
+        self.acc.fold("direction", update.delta * np.float32(scale), self.weight(update))  # type: ignore[attr-defined]
+
+    def _apply(self, mean_delta: np.ndarray | None) -> None:
+        direction = self.acc.mean("direction")  # type: ignore[attr-defined]
+        if direction is not None:
+            self.momentum = direction
+        super()._apply(mean_delta)  # type: ignore[misc]
+
+    def _extra_arrays(self) -> dict[str, np.ndarray]:
+        out = super()._extra_arrays()  # type: ignore[misc]
+        if self.momentum is not None:
+            out["momentum"] = self.momentum
+        return out
+
+    def _extra_meta(self) -> dict[str, Any]:
+        return {**super()._extra_meta(), "beta": self.beta}  # type: ignore[misc]
+
+    def _load_extra(self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
+        super()._load_extra(arrays, meta)  # type: ignore[misc]
+        self.momentum = np.array(arrays["momentum"]) if "momentum" in arrays else None
+
+
+class FedAvgM(ClientMomentum, Strategy):
     """FedAvg-M with client momentum (Cheng et al. 2024, Alg. 1).
 
     Each local step moves along ``beta * g + (1 - beta) * m`` where ``m`` is the round's
@@ -242,38 +286,6 @@ class FedAvgM(Strategy):
     """
 
     name = "fedavgm"
-
-    def __init__(self, params: np.ndarray, *, beta: float = 0.5, **kw: Any) -> None:
-        super().__init__(params, **kw)
-        if not 0 < beta <= 1:
-            raise FLConfigError(f"beta: expected 0 < beta <= 1, got {beta}")
-        self.beta = float(beta)
-        self.momentum: np.ndarray | None = None
-
-    def instructions(self, client_id: str) -> dict[str, Any]:
-        ins = super().instructions(client_id)
-        if self.momentum is not None:
-            ins.update(momentum=self.momentum, beta=self.beta)
-        return ins
-
-    def _fold_extra(self, update: ClientUpdate) -> None:
-        scale = -1.0 / (update.lr * max(update.steps, 1))
-        self.acc.fold("direction", update.delta * np.float32(scale), self.weight(update))
-
-    def _apply(self, mean_delta: np.ndarray | None) -> None:
-        direction = self.acc.mean("direction")
-        if direction is not None:
-            self.momentum = direction
-        super()._apply(mean_delta)
-
-    def _extra_arrays(self) -> dict[str, np.ndarray]:
-        return {} if self.momentum is None else {"momentum": self.momentum}
-
-    def _extra_meta(self) -> dict[str, Any]:
-        return {"beta": self.beta}
-
-    def _load_extra(self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
-        self.momentum = np.array(arrays["momentum"]) if "momentum" in arrays else None
 
 
 class FedAvgServerM(Strategy):
@@ -346,7 +358,7 @@ class Scaffold(Strategy):
         self.c_i = {k[len("c_i."):]: np.array(v) for k, v in arrays.items() if k.startswith("c_i.")}
 
 
-class ScaffoldM(Scaffold):
+class ScaffoldM(ClientMomentum, Scaffold):
     """SCAFFOLD-M (Cheng et al. 2024, Alg. 2): SCAFFOLD's corrected gradient mixed with client momentum.
 
     Step direction ``beta (g - c_i + c) + (1 - beta) m``; ``m`` is the mean local direction of
@@ -354,41 +366,6 @@ class ScaffoldM(Scaffold):
     """
 
     name = "scaffold_m"
-
-    def __init__(self, params: np.ndarray, *, beta: float = 0.5, **kw: Any) -> None:
-        super().__init__(params, **kw)
-        self.beta = float(beta)
-        self.momentum: np.ndarray | None = None
-
-    def instructions(self, client_id: str) -> dict[str, Any]:
-        ins = super().instructions(client_id)
-        if self.momentum is not None:
-            ins.update(momentum=self.momentum, beta=self.beta)
-        return ins
-
-    def _fold_extra(self, update: ClientUpdate) -> None:
-        super()._fold_extra(update)
-        self.acc.fold("direction", update.delta * np.float32(-1.0 / (update.lr * max(update.steps, 1))),
-                      self.weight(update))
-
-    def _apply(self, mean_delta: np.ndarray | None) -> None:
-        direction = self.acc.mean("direction")
-        if direction is not None:
-            self.momentum = direction
-        super()._apply(mean_delta)
-
-    def _extra_arrays(self) -> dict[str, np.ndarray]:
-        out = super()._extra_arrays()
-        if self.momentum is not None:
-            out["momentum"] = self.momentum
-        return out
-
-    def _extra_meta(self) -> dict[str, Any]:
-        return {"beta": self.beta}
-
-    def _load_extra(self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
-        super()._load_extra(arrays, meta)
-        self.momentum = np.array(arrays["momentum"]) if "momentum" in arrays else None
 
 
 class FedAU(Strategy):
