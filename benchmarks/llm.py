@@ -130,11 +130,11 @@ def run_external(name: str, python: str, script: str, a: argparse.Namespace, ids
 
 def table(rows: list[dict[str, Any]], markdown: bool) -> str:
     cols = ["configuration", "prefill tok/s", "decode tok/s", "TTFT s", "peak RSS MiB", "over baseline MiB",
-            "weights MiB", "energy J", "notes"]
+            "weights MiB", "NLL nats", "energy J", "notes"]
     lines = []
     for r in rows:
         if "error" in r:
-            lines.append([r["name"], "-", "-", "-", "-", "-", "-", "-", "not run: " + r["error"][:70]])
+            lines.append([r["name"], "-", "-", "-", "-", "-", "-", "-", "-", "not run: " + r["error"][:70]])
             continue
         notes = []
         ex = r.get("extra", {})
@@ -148,7 +148,7 @@ def table(rows: list[dict[str, Any]], markdown: bool) -> str:
         lines.append([r["name"], f"{r['prefill_tok_s']:.1f}", f"{r['decode_tok_s']:.1f}", f"{r['ttft_s']:.3f}",
                       f"{r['peak_rss_mb']:.0f}",
                       f"{r['peak_rss_mb'] - r['baseline_rss_mb']:.0f}" if r.get("baseline_rss_mb") else "-",
-                      f"{r['weights_mb']:.1f}",
+                      f"{r['weights_mb']:.1f}", "-" if r.get("nll") is None else f"{r['nll']:.3f}",
                       "absent" if r.get("energy_j") is None else f"{r['energy_j']:.1f}", "; ".join(notes)])
     if markdown:
         out = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]

@@ -104,8 +104,9 @@ def write_model(path: Path, a: argparse.Namespace) -> Path:
 
 
 def run(model: Path, extra: list[str], a: argparse.Namespace) -> dict:
+    # --no-quality: the weights are random, so their next-token loss means nothing.
     cmd = [sys.executable, "-m", "edge.llm.cli", "bench", "--json", "--model", str(model), "--prompt-tokens",
-           str(a.prompt_tokens), "--new-tokens", str(a.new_tokens), "--threads", str(a.threads), *extra]
+           str(a.prompt_tokens), "--new-tokens", str(a.new_tokens), "--threads", str(a.threads), "--no-quality", *extra]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=a.timeout)
     if out.returncode != 0:
         return {"error": (out.stderr.strip().splitlines() or ["?"])[-1]}

@@ -147,6 +147,18 @@ def test_w8a8_mode_calibrates_at_load_and_stays_close_to_the_file_weights(llm: L
         q.model.compile_decode()
 
 
+def test_quality_loss_does_not_depend_on_how_the_text_is_chunked(llm: LLM) -> None:
+    import random
+
+    from edge.llm.bench import QUALITY_TEXT, quality_nll
+
+    whole = quality_nll(llm, chunk=10_000)
+    assert abs(quality_nll(llm, chunk=7) - whole) < 1e-3  # chunks read earlier positions from the KV cache
+    words = QUALITY_TEXT.split(" ")
+    random.Random(0).shuffle(words)
+    assert quality_nll(llm, text=" ".join(words)) > whole + 1.0  # the same words in random order read worse
+
+
 def test_int8bf16_mode_is_lossy_but_close_to_the_file_weights(llm: LLM) -> None:
     """The fast CPU decode format (int8 per channel, bf16 activations) is lossy: it re-quantises
     the file's Q4_1/Q8_0 blocks and rounds activations to bf16, so its greedy tokens may part from

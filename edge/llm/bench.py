@@ -23,6 +23,19 @@ BENCH_TEXT = ("A robot arm on a table pushes a red cube toward the left goal, th
               "and places it on the right goal while a camera streams images to an edge server. ")
 
 
+# Held-out text for the quality column (not the w8a8 calibration text): mean next-token loss
+# over it shows what a lossy weight mode costs against the file's own weights.
+QUALITY_TEXT = (
+    "Imitation learning trains a policy from demonstrations. A person or a scripted expert "
+    "performs the task many times while the robot records its camera images, joint angles and "
+    "the commands it was given. A neural network then learns to predict the next command from "
+    "what the robot sees. Small models run on the robot itself; larger ones run on an edge "
+    "server that receives compressed features over the network. When the policy fails, the "
+    "operator adds demonstrations of the situations where it went wrong and trains again.\n\n"
+    "def clamp(value, low, high):\n    return max(low, min(high, value))\n\n"
+    "The battery lasted 47 minutes; the arm moved 1,284 times and dropped the cup twice.")
+
+
 @dataclass
 class BenchResult:
     """One configuration's numbers; ``None`` where a number is not available."""
@@ -39,6 +52,7 @@ class BenchResult:
     weights_mb: float
     baseline_rss_mb: float = 0.0  # resident before the model was loaded (Python, torch, tokenizers)
     energy_j: float | None = None
+    nll: float | None = None  # mean next-token loss (nats) over QUALITY_TEXT; lower is better
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -69,8 +83,9 @@ class _Rapl:
 
 
 def measure(llm: LLM, prompt_tokens: int = 128, new_tokens: int = 128, name: str = "", load_s: float = 0.0,
-            warmup: bool = True, baseline_rss: int = 0) -> BenchResult:
-    """Generate ``new_tokens`` (ignoring end-of-text) after a ``prompt_tokens`` prompt, and time it."""
+            warmup: bool = True, baseline_rss: int = 0, quality: bool = True) -> BenchResult:
+    """Generate ``new_tokens`` (ignoring end-of-text) after a ``prompt_tokens`` prompt, and time it;
+    then (``quality``) the mean next-token loss over ``QUALITY_TEXT``."""
     ids = bench_prompt(llm.tokenizer, prompt_tokens)
     params = SamplingParams(max_new_tokens=new_tokens)
     warmup_s = 0.0
@@ -85,6 +100,8 @@ def measure(llm: LLM, prompt_tokens: int = 128, new_tokens: int = 128, name: str
     for _ in generate_tokens(llm.model, ids, params, set(), stats=stats):
         pass
     e1 = rapl.read()
+    peak = max(peak_rss_bytes(), rss_bytes())  # before the quality pass, whose logits are not a user's
+    nll = quality_nll(llm) if quality else None
     weights = getattr(llm.model, "weight_bytes", None) or llm.model.nbytes
     extra: dict[str, Any] = {"warmup_s": warmup_s}
     if hasattr(llm.model, "streamer"):
@@ -96,8 +113,23 @@ def measure(llm: LLM, prompt_tokens: int = 128, new_tokens: int = 128, name: str
     return BenchResult(
         name=name or llm.description, prompt_tokens=len(ids), new_tokens=stats.new_tokens,
         threads=torch.get_num_threads(), load_s=load_s, ttft_s=stats.ttft_s, prefill_tok_s=stats.prefill_tok_s,
-        decode_tok_s=stats.decode_tok_s, peak_rss_mb=max(peak_rss_bytes(), rss_bytes()) / 2**20,
+        decode_tok_s=stats.decode_tok_s, peak_rss_mb=peak / 2**20, nll=nll,
         weights_mb=weights / 2**20, baseline_rss_mb=baseline_rss / 2**20, energy_j=None if e0 is None or e1 is None else e1 - e0, extra=extra)
+
+
+@torch.inference_mode()
+def quality_nll(llm: LLM, text: str = QUALITY_TEXT, chunk: int = 64) -> float:
+    """Mean next-token negative log-likelihood (nats) of ``text`` under the model, ``chunk``
+    positions at a time (the logits of a whole long text would be tens of MB)."""
+    ids = llm.tokenizer.encode(text)
+    llm.model.setup_cache(len(ids))
+    total = 0.0
+    for start in range(0, len(ids) - 1, chunk):
+        piece = ids[start:start + chunk]
+        logits = llm.model(torch.tensor(piece), start, last_only=False)
+        targets = torch.tensor(ids[start + 1:start + 1 + len(piece)])
+        total += float(torch.nn.functional.cross_entropy(logits[:len(targets)], targets, reduction="sum"))
+    return total / (len(ids) - 1)
 
 
 def timed_load(**kwargs: Any) -> tuple[LLM, float, int]:

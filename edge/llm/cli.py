@@ -125,7 +125,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     llm, load_s, baseline = timed_load(**_load_kwargs(args))
     with llm:
-        r = measure(llm, args.prompt_tokens, args.new_tokens, load_s=load_s, baseline_rss=baseline)
+        r = measure(llm, args.prompt_tokens, args.new_tokens, load_s=load_s, baseline_rss=baseline,
+                    quality=not args.no_quality)
     if args.json:
         print(json.dumps(r.to_dict()))
         return 0
@@ -134,11 +135,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     t = Table(title=f"ark llm bench — {r.prompt_tokens}-token prompt, {r.new_tokens} new tokens, {r.threads} threads")
     for col in ("configuration", "prefill tok/s", "decode tok/s", "TTFT s", "peak RSS MiB", "over baseline MiB",
-                "weights MiB", "energy J"):
+                "weights MiB", "NLL nats", "energy J"):
         t.add_column(col, justify="left" if col == "configuration" else "right")
     t.add_row(r.name, f"{r.prefill_tok_s:.1f}", f"{r.decode_tok_s:.1f}", f"{r.ttft_s:.3f}", f"{r.peak_rss_mb:.0f}",
               f"{r.peak_rss_mb - r.baseline_rss_mb:.0f}", f"{r.weights_mb:.1f}",
-              "absent" if r.energy_j is None else f"{r.energy_j:.1f}")
+              "-" if r.nll is None else f"{r.nll:.3f}", "absent" if r.energy_j is None else f"{r.energy_j:.1f}")
     Console().print(t)
     if "allreduce" in r.extra:
         a = r.extra["allreduce"]
@@ -184,10 +185,12 @@ def add_llm_cli(subparsers: Any) -> argparse.ArgumentParser:
     _sampling_args(c)
     c.set_defaults(fn=cmd_chat)
 
-    b = sub.add_parser("bench", help="prefill/decode tokens/s, time to first token, peak RSS")
+    b = sub.add_parser("bench", help="prefill/decode tokens/s, time to first token, peak RSS, next-token loss")
     b.add_argument("--prompt-tokens", type=int, default=128)
     b.add_argument("--new-tokens", type=int, default=128)
     b.add_argument("--json", action="store_true", help="one JSON object instead of a table")
+    b.add_argument("--no-quality", action="store_true",
+                   help="skip the quality pass (mean next-token loss over a fixed held-out text)")
     _model_args(b)
     b.set_defaults(fn=cmd_bench)
 

@@ -115,11 +115,13 @@ class mapped_allocations:
     get an anonymous memory map of their own, unmapped when the buffer is freed.
 
     For the blocks a memory-capped model streams: read, used and dropped every token, on the
-    heap they fragment it and the heap keeps growing. Measured on a 4-layer synthetic model
-    with 54 MiB blocks, peak RSS above the runtime: 192 -> 174 MiB under a 128 MB budget (same
-    decode speed) and 159 -> 136 MiB under 64 MB. The compute's scratch stays on the heap,
-    where reusing it is fast: making glibc map every allocation over 1 MiB instead made decode
-    3-4x slower.
+    heap they fragment it and the heap keeps growing. The compute's scratch stays on the heap,
+    where reusing it is fast (making glibc map every allocation over 1 MiB instead made decode
+    3-4x slower). Development runs, toggling this on a synthetic 4-layer model with 54 MiB
+    blocks (``benchmarks/llm_memory.py --dim 2048 --layers 4 --heads 16 --kv-heads 4 --ffn
+    5632``), peak RSS above the runtime: 192 MiB on the heap, 174 mapping buffers from 64 KiB
+    and 182 from 1 MiB (the floor kept, see MAPPED_MIN_BYTES) under a 128 MB budget, at the
+    same decode speed. The committed benchmark's figures are in benchmarks/RESULTS.md.
     """
 
     def __enter__(self) -> "mapped_allocations":

@@ -25,7 +25,8 @@ from torch import nn
 
 from ark import kernels
 from edge.llm.errors import ContextOverflowError, UnsupportedModelError
-from edge.llm.quantize import QuantWeight, W8A8Weight, float_tensor, from_gguf, fuse_rows, quantize_weight
+from edge.llm.quantize import (QuantWeight, W8A8Weight, float_tensor, from_gguf, fuse_rows, held_bytes,
+                               quantize_weight)
 
 if TYPE_CHECKING:
     from edge.llm.gguf_reader import GGUFFile
@@ -459,14 +460,4 @@ class Transformer(nn.Module):
     @property
     def nbytes(self) -> int:
         """Bytes of weights held in memory (tied weights counted once; KV caches excluded)."""
-        seen, total = set(), 0
-        for name, buf in self.named_buffers():
-            if "kv_cache" in name or name.startswith("caches") or id(buf) in seen:
-                continue
-            seen.add(id(buf))
-            total += buf.numel() * buf.element_size()
-        for mod in self.modules():  # weights held outside buffers (w8a8's packed form)
-            if getattr(mod, "row_access", True) is False and id(mod) not in seen:
-                seen.add(id(mod))
-                total += mod.nbytes
-        return total
+        return held_bytes(self)

@@ -30,6 +30,7 @@ dequantises only one chunk of rows at a time.
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import numpy as np
@@ -344,24 +345,23 @@ class W8A8Weight(QuantWeight):
         # reduce_range keeps AVX2's 16-bit intermediate sums from saturating (7-bit activations)
         # on CPUs without VNNI; with VNNI the full 8 bits are safe.
         if x.shape[0] == 1:
-            return torch.ops.quantized.linear_dynamic(x, self._packed, not _HAS_VNNI)
+            return torch.ops.quantized.linear_dynamic(x, self._packed, not _cpu_has_vnni())
         # FBGEMM picks one activation scale for the whole [M, K] input; scaling every row to the
         # same range first makes that one scale per token, as in decode (W (x / a) a = W x).
         a = x.abs().amax(dim=1, keepdim=True).clamp(min=1e-12)
-        return torch.ops.quantized.linear_dynamic(x / a, self._packed, not _HAS_VNNI) * a
+        return torch.ops.quantized.linear_dynamic(x / a, self._packed, not _cpu_has_vnni()) * a
 
 
+@functools.lru_cache(maxsize=None)
 def _cpu_has_vnni() -> bool:
-    """Whether FBGEMM's int8 kernels take full 8-bit activations without 16-bit saturation."""
+    """Whether FBGEMM's int8 kernels take full 8-bit activations without 16-bit saturation
+    (read once, at the first w8a8 matmul)."""
     try:
         with open("/proc/cpuinfo") as f:
             flags = f.read()
     except OSError:
         return False  # unknown: 7-bit activations are safe on every x86 CPU
     return "avx512_vnni" in flags or "avx_vnni" in flags
-
-
-_HAS_VNNI = _cpu_has_vnni()
 
 
 class Int4Weight(QuantWeight):
@@ -405,6 +405,22 @@ class Int4Weight(QuantWeight):
 
     def extra_repr(self) -> str:
         return f"{self.in_features} -> {self.out_features}, group_size={self.group_size}"
+
+
+def held_bytes(module: nn.Module) -> int:
+    """Bytes of weights ``module`` holds in memory: its buffers (tied ones counted once, KV
+    caches excluded) plus weights kept outside buffers (w8a8's packed form)."""
+    seen, total = set(), 0
+    for name, buf in module.named_buffers():
+        if "kv_cache" in name or name.startswith("caches") or id(buf) in seen:
+            continue
+        seen.add(id(buf))
+        total += buf.numel() * buf.element_size()
+    for mod in module.modules():
+        if getattr(mod, "row_access", True) is False and id(mod) not in seen:
+            seen.add(id(mod))
+            total += mod.nbytes
+    return total
 
 
 GGUF_WEIGHTS: dict[str, type[GGUFBlockWeight]] = {"Q8_0": Q8_0Weight, "Q4_0": Q4_0Weight, "Q4_1": Q4_1Weight}

@@ -32,7 +32,7 @@ import torch
 from edge.llm.errors import MemoryBudgetError, UnsupportedModelError
 from edge.llm.memory import format_size, mapped_allocations, parse_size
 from edge.llm.model import ModelArgs, Transformer, TransformerBlock, build_block
-from edge.llm.quantize import QuantWeight, from_gguf
+from edge.llm.quantize import QuantWeight, from_gguf, held_bytes
 
 log = logging.getLogger(__name__)
 
@@ -144,8 +144,7 @@ def load_streaming(f: "GGUFFile", max_memory: int | str, mode: str = "gguf", gro
     budget = parse_size(max_memory)
     args = ModelArgs.from_gguf(f)
     probe = build_block(f, 0, args, mode, group_size)
-    per_block = (sum(b.numel() * b.element_size() for b in probe.buffers())
-                 + sum(m.nbytes for m in probe.modules() if getattr(m, "row_access", True) is False))  # w8a8's packed weights
+    per_block = held_bytes(probe)
     del probe
     # The token table (and head) as the file stores them: when they would leave fewer than two
     # blocks of the budget they stay on disk too, decided before anything of them is read.
