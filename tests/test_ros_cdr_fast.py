@@ -13,7 +13,6 @@ import rosbags  # noqa: F401  (the ros extra, part of the dev install)
 
 from ark.messages import Image, JointState
 from ark.node import Node
-from bridge_ros import bridge as bridge_mod
 from bridge_ros.bridge import Bridge
 from bridge_ros.cdr import CdrError, RosTypes
 from bridge_ros.cdr_fast import FastPathUnsupported, read_image, read_joint_state
@@ -173,29 +172,13 @@ def test_damaged_payloads_are_never_accepted_where_rosbags_refuses(types, name):
     assert accepted and refused  # both sides of the check ran
 
 
-class _Transport:
-    """Stands in for the DDS backend: records the bridge's sample handler so the test feeds it bytes."""
-
-    name = "dds"
-    errors = 0
-
-    def __init__(self, *_):
-        self.handlers = []
-
-    def add_reader(self, route, on_sample):
-        self.handlers.append(on_sample)
-
-    def start(self):
-        pass
-
-    def close(self):
-        pass
-
-
 def test_bridge_forwards_and_counts_the_same_with_the_shortcut(types, cfg, monkeypatch):
-    transport = _Transport()
-    monkeypatch.setattr(bridge_mod, "make_backend", lambda *a: transport)
-    config, rtypes, routes = parse_bridge_config({"backend": "dds", "topics": [
+    """The real bridge on its real DDS backend; the payloads (malformed ones included, which no
+    DDS writer would send) go straight into the sample handler the bridge gave the backend."""
+    from tests.test_ros_dds import DOMAIN, LOOPBACK
+
+    monkeypatch.setenv("CYCLONEDDS_URI", LOOPBACK)
+    config, rtypes, routes = parse_bridge_config({"backend": "dds", "domain_id": DOMAIN, "topics": [
         {"ark": "/js", "ros": "/js", "type": JS, "direction": "ros_to_ark", "qos": {"depth": 50}},
         {"ark": "/img", "ros": "/img", "type": IMG, "direction": "ros_to_ark", "qos": {"depth": 50}}]})
     bridge = Bridge(config, rtypes, routes, ark_config=cfg).start()
@@ -204,7 +187,7 @@ def test_bridge_forwards_and_counts_the_same_with_the_shortcut(types, cfg, monke
     sink.subscriber("/js", JointState, lambda m, i: got["/js"].append((m, i.stamp_ns)), queue=100)
     sink.subscriber("/img", Image, lambda m, i: got["/img"].append((m, i.stamp_ns)), queue=100)
     sink.start()
-    on_js, on_img = transport.handlers
+    on_js, on_img = (r.on_sample for r in bridge.backend._readers)
     probe = cdr(types, joint_state(types, ["probe"], [0.0], [], []), JS)
     assert wait_until(lambda: got["/js"] or on_js(probe, 1), timeout=10, step=0.1)  # the Ark link is up
     probes = routes[0].forwarded
