@@ -25,13 +25,12 @@ with its staleness weight and re-assigned. Fast clients do more steps instead of
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping
 
 import numpy as np
 
-from edge.fl.checkpoint import load_state, save_state
+from edge.fl.checkpoint import Checkpointable
 from edge.fl.client import ClientUpdate
 from edge.fl.errors import FLConfigError
 
@@ -44,7 +43,7 @@ class Assignment:
     steps: int
 
 
-class AsyncStrategy:
+class AsyncStrategy(Checkpointable):
     """Base of event-driven strategies: params, version, staleness weighting, bookkeeping of who runs what."""
 
     name: ClassVar[str] = "async"
@@ -107,29 +106,13 @@ class AsyncStrategy:
         return {"params": self.params, **self._extra_arrays()}, meta
 
     def load_state(self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
-        if meta.get("strategy") != self.name:
-            raise FLConfigError(f"checkpoint holds strategy {meta.get('strategy')!r}, not {self.name!r}")
+        self._check_strategy(meta)
         self.params = np.array(arrays["params"], np.float32)
         self.version = int(meta["version"])
         self.examples = {k: int(v) for k, v in meta["examples"].items()}
         self.dispatched = {k: (float(v[0]), int(v[1])) for k, v in meta["dispatched"].items()}
         self.updates_applied = int(meta["updates_applied"])
         self._load_extra(arrays, meta["extra"])
-
-    def _extra_arrays(self) -> dict[str, np.ndarray]:
-        return {}
-
-    def _extra_meta(self) -> dict[str, Any]:
-        return {}
-
-    def _load_extra(self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
-        pass
-
-    def save(self, directory: str | os.PathLike[str]) -> None:
-        save_state(directory, *self.state())
-
-    def restore(self, directory: str | os.PathLike[str]) -> None:
-        self.load_state(*load_state(directory))
 
 
 class FedAsync(AsyncStrategy):

@@ -13,11 +13,11 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 import numpy as np
 
-from edge.fl.errors import CheckpointError
+from edge.fl.errors import CheckpointError, FLConfigError
 
 TENSORS = "state.safetensors"
 META = "state.json"
@@ -89,3 +89,37 @@ def load_state(directory: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray]
         raise CheckpointError(f"{tensors} does not match its {META} (edited or damaged file)")
     arrays = {k: v for k, v in load(blob).items() if k != "_"}
     return arrays, doc["meta"]
+
+
+class Checkpointable:
+    """A strategy whose whole state is ``state()``: arrays and a JSON-able dict, saved together
+    by :func:`save_state`. Subclasses add their own through the three ``_extra`` hooks."""
+
+    name: ClassVar[str] = ""
+
+    def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        raise NotImplementedError
+
+    def load_state(self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
+        raise NotImplementedError
+
+    def _check_strategy(self, meta: Mapping[str, Any]) -> None:
+        if meta.get("strategy") != self.name:
+            raise FLConfigError(f"checkpoint holds strategy {meta.get('strategy')!r}, not {self.name!r}")
+
+    def _extra_arrays(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def _extra_meta(self) -> dict[str, Any]:
+        return {}
+
+    def _load_extra(self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
+        pass
+
+    def save(self, directory: str | os.PathLike[str]) -> None:
+        """Checkpoint to ``directory`` (safetensors + JSON)."""
+        save_state(directory, *self.state())
+
+    def restore(self, directory: str | os.PathLike[str]) -> None:
+        """Load a checkpoint written by :meth:`save` into this strategy."""
+        self.load_state(*load_state(directory))

@@ -24,12 +24,11 @@ Unknown Participation Statistics in Federated Averaging", ICLR 2024).
 
 from __future__ import annotations
 
-import os
 from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 
-from edge.fl.checkpoint import load_state, save_state
+from edge.fl.checkpoint import Checkpointable
 from edge.fl.client import ClientUpdate
 from edge.fl.errors import FLConfigError
 from edge.fl.robust import ROBUST_MODES, robust_aggregate
@@ -96,7 +95,7 @@ class RoundAccumulator:
         self.clients = list(meta["clients"])
 
 
-class Strategy:
+class Strategy(Checkpointable):
     """FedAvg: the global delta is the example-weighted mean of the clients' deltas.
 
     ``params``: the initial model, flattened. ``clients``: the fleet's client ids, when known
@@ -181,8 +180,7 @@ class Strategy:
         return arrays, meta
 
     def load_state(self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
-        if meta.get("strategy") != self.name:
-            raise FLConfigError(f"checkpoint holds strategy {meta.get('strategy')!r}, not {self.name!r}")
+        self._check_strategy(meta)
         if int(meta["dim"]) != self.dim:
             raise FLConfigError(f"checkpoint has {meta['dim']} parameters, the model has {self.dim}")
         self.params = np.array(arrays["params"], np.float32)
@@ -191,24 +189,6 @@ class Strategy:
         self.acc = RoundAccumulator(self.dim, self.robust)
         self.acc.load_state(arrays, meta["acc"])
         self._load_extra(arrays, meta.get("extra", {}))
-
-    def _extra_arrays(self) -> dict[str, np.ndarray]:
-        return {}
-
-    def _extra_meta(self) -> dict[str, Any]:
-        return {}
-
-    def _load_extra(self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
-        pass
-
-    def save(self, directory: str | os.PathLike[str]) -> None:
-        """Checkpoint to ``directory`` (safetensors + JSON)."""
-        arrays, meta = self.state()
-        save_state(directory, arrays, meta)
-
-    def restore(self, directory: str | os.PathLike[str]) -> None:
-        """Load a checkpoint written by :meth:`save` into this strategy."""
-        self.load_state(*load_state(directory))
 
     def num_clients(self, default: int) -> int:
         return len(self.clients) if self.clients else default
